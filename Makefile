@@ -1,0 +1,26 @@
+# converge: PGXS build.  `make && make install`, then `make installcheck`
+# against a running server (test/run does all of it on a throwaway cluster).
+
+EXTENSION = converge
+MODULE_big = converge
+OBJS = \
+	src/converge.o \
+	src/channels.o \
+	src/hmac.o \
+	src/store.o
+
+DATA = sql/converge--0.1.0.sql
+PGFILEDESC = "converge - Shopify orders and refunds as purchase events"
+
+REGRESS = install store_handle base_url sales_channel channel_mappings \
+	webhook_hmac oauth_hmac dump_restore
+REGRESS_OPTS = --dbname=contrib_regression
+
+PG_CPPFLAGS = -Isrc
+# -Wno-unused-parameter: PostgreSQL's own headers have unused parameters.
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
+SHLIB_LINK = -lcurl -lcrypto
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
