@@ -5,9 +5,17 @@ EXTENSION = converge
 MODULE_big = converge
 OBJS = \
 	src/converge.o \
+	src/backfill.o \
 	src/channels.o \
 	src/hmac.o \
-	src/store.o
+	src/http.o \
+	src/incremental.o \
+	src/ingest.o \
+	src/json.o \
+	src/order_mapping.o \
+	src/shopify_client.o \
+	src/store.o \
+	src/sync.o
 
 DATA = sql/converge--0.1.0.sql
 PGFILEDESC = "converge - Shopify orders and refunds as purchase events"

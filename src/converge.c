@@ -21,6 +21,16 @@ PG_MODULE_MAGIC;
 #define DEFAULT_SHOPIFY_BASE_URL "https://{store}.myshopify.com"
 
 char	   *converge_shopify_base_url = NULL;
+int			converge_connect_timeout_ms = 10000;
+int			converge_request_timeout_ms = 60000;
+int			converge_max_retries = 8;
+int			converge_retry_base_ms = 500;
+int			converge_retry_max_ms = 30000;
+int			converge_batch_size = 2000;
+int			converge_incremental_overlap_s = 300;
+int			converge_sync_time_limit_ms = 50000;
+int			converge_bulk_poll_ms = 1000;
+int			converge_sync_runs_retention_days = 7;
 
 void		_PG_init(void);
 
@@ -73,6 +83,96 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   check_shopify_base_url, NULL, NULL);
+
+	DefineCustomIntVariable("converge.connect_timeout",
+							"Time allowed to connect to Shopify or a destination.",
+							NULL,
+							&converge_connect_timeout_ms,
+							10000, 100, 600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.request_timeout",
+							"Time allowed for one whole request; a download is abandoned when it stalls this long.",
+							NULL,
+							&converge_request_timeout_ms,
+							60000, 100, 3600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.max_retries",
+							"Retries of one failed request (5xx, 429, timeouts, malformed answers) before the pass gives up.",
+							NULL,
+							&converge_max_retries,
+							8, 0, 100,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.retry_base_delay",
+							"First retry delay; each further retry doubles it, with jitter.",
+							NULL,
+							&converge_retry_base_ms,
+							500, 1, 600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.retry_max_delay",
+							"Longest delay between two retries.",
+							NULL,
+							&converge_retry_max_ms,
+							30000, 1, 3600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.batch_size",
+							"Orders written per transaction while loading an export or a page.",
+							NULL,
+							&converge_batch_size,
+							2000, 1, 100000,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.incremental_overlap",
+							"How far before its cursor an incremental pass looks again, so that nothing changed at a page boundary is missed.",
+							NULL,
+							&converge_incremental_overlap_s,
+							300, 0, 86400,
+							PGC_USERSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.sync_time_limit",
+							"How long one sync pass may run before it stops starting new work (it commits as it goes).",
+							NULL,
+							&converge_sync_time_limit_ms,
+							50000, 100, 3600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.bulk_poll_interval",
+							"How often a pass asks Shopify whether the bulk export is ready.",
+							NULL,
+							&converge_bulk_poll_ms,
+							1000, 10, 600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.sync_runs_retention",
+							"Days of converge.sync_runs and converge.sync_errors kept; older rows are pruned by the sync.",
+							NULL,
+							&converge_sync_runs_retention_days,
+							7, 1, 3650,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("converge");
 }

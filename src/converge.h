@@ -10,8 +10,20 @@
 
 #include "postgres.h"
 
+#define CONVERGE_VERSION "0.1.0"
+
 /* Settings (converge.c) */
 extern char *converge_shopify_base_url;
+extern int	converge_connect_timeout_ms;
+extern int	converge_request_timeout_ms;
+extern int	converge_max_retries;
+extern int	converge_retry_base_ms;
+extern int	converge_retry_max_ms;
+extern int	converge_batch_size;
+extern int	converge_incremental_overlap_s;
+extern int	converge_sync_time_limit_ms;
+extern int	converge_bulk_poll_ms;
+extern int	converge_sync_runs_retention_days;
 
 /* Store handles and URLs (store.c) */
 extern char *converge_store_handle(const char *store);

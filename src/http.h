@@ -1,0 +1,52 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  HTTP(S) transfers with libcurl, safe inside a PostgreSQL backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONVERGE_HTTP_H
+#define CONVERGE_HTTP_H
+
+#include "lib/stringinfo.h"
+
+typedef struct HttpRequest
+{
+	const char *method;			/* "GET" or "POST" */
+	const char *url;
+	const char *body;			/* POST body, or NULL */
+	size_t		body_len;
+	const char *content_type;	/* of the body */
+	const char *access_token;	/* sent as X-Shopify-Access-Token, or NULL */
+	int64		range_from;		/* > 0: ask for the bytes from this offset on */
+	bool		stream;			/* no total timeout; the caller reads as it goes */
+} HttpRequest;
+
+typedef struct HttpResult
+{
+	long		status;			/* HTTP status; 0 when no response arrived */
+	int			curl_code;		/* CURLE_OK, or the transport error */
+	char		error[256];		/* transport error message, "" if none */
+	bool		timed_out;
+	double		retry_after;	/* Retry-After in seconds, -1 if absent */
+	char		api_version[32];	/* X-Shopify-API-Version, "" if absent */
+	int64		range_start;	/* start of a 206 Content-Range, -1 if none */
+} HttpResult;
+
+typedef struct HttpTransfer HttpTransfer;
+
+/* A whole request: the body is returned in *body (palloc'd). */
+extern void http_request(const HttpRequest *req, StringInfo body, HttpResult *result);
+
+/* Streaming: start, read as it comes, end. */
+extern HttpTransfer *http_stream_start(const HttpRequest *req);
+extern bool http_stream_fill(HttpTransfer *t, size_t want);
+extern const char *http_stream_data(HttpTransfer *t, size_t *len);
+extern void http_stream_consume(HttpTransfer *t, size_t n);
+extern const HttpResult *http_stream_result(HttpTransfer *t);
+extern void http_stream_end(HttpTransfer *t);
+
+/* Release every transfer in progress (error recovery). */
+extern void http_abort_all(void);
+
+#endif							/* CONVERGE_HTTP_H */

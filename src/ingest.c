@@ -1,0 +1,593 @@
+/*-------------------------------------------------------------------------
+ *
+ * ingest.c
+ *	  Orders and their children, normalized and upserted in batches.
+ *
+ * Rows are collected column by column and written by one statement per
+ * batch: every column travels as an array parameter and is unnested into an
+ * INSERT ... ON CONFLICT for orders, line items, refunds and refund line
+ * items together.  An order is only rewritten when it is newer than (or
+ * differs from) the stored one, and only then are its children replaced, so
+ * re-reading a page or an export line never duplicates or regresses a row.
+ * An order that cannot be read whole is recorded in converge.sync_errors
+ * and left out; the rest of the batch goes on.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type_d.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "converge.h"
+#include "ingest.h"
+#include "json.h"
+#include "order_mapping.h"
+
+#define ORDER_EXTRA_COLUMNS 2	/* sales_channel, data */
+#define MAX_PAYLOAD 16384		/* of a bad row kept in sync_errors */
+
+static const char *const connection_keys[] = {"lineItems", "refundLineItems", NULL};
+
+static SPIPlanPtr flush_plan = NULL;
+static SPIPlanPtr error_plan = NULL;
+
+static int
+width(const TableMapping *m)
+{
+	return m->nfields + (m == &order_mapping ? ORDER_EXTRA_COLUMNS : 0);
+}
+
+static int
+column_index(const TableMapping *m, const char *column)
+{
+	int			i;
+
+	for (i = 0; i < m->nfields; i++)
+		if (strcmp(m->fields[i].column, column) == 0)
+			return i;
+	elog(ERROR, "converge: no column %s in %s", column, m->table);
+	return -1;
+}
+
+/* ---- the batch statement, generated once from the mappings ---- */
+
+typedef struct BatchParam
+{
+	Oid			elemtype;
+	const TableMapping *m;
+	int			col;			/* index into the row set's columns */
+} BatchParam;
+
+static BatchParam params[128];
+static int	nparams;
+
+static void
+add_unnest(StringInfo sql, const TableMapping *m, const char *alias)
+{
+	int			i;
+	int			w = width(m);
+
+	appendStringInfoString(sql, "unnest(");
+	for (i = 0; i < w; i++)
+	{
+		Oid			type = i < m->nfields ? field_type(m->fields[i].kind) : (i == m->nfields ? TEXTOID : JSONBOID);
+
+		params[nparams].elemtype = type;
+		params[nparams].m = m;
+		params[nparams].col = i;
+		nparams++;
+		appendStringInfo(sql, "%s$%d::%s[]", i > 0 ? ", " : "", nparams + 1, format_type_be(type));
+	}
+	appendStringInfo(sql, ") AS %s(", alias);
+	for (i = 0; i < m->nfields; i++)
+		appendStringInfo(sql, "%s%s", i > 0 ? ", " : "", m->fields[i].column);
+	if (m == &order_mapping)
+		appendStringInfoString(sql, ", sales_channel, data");
+	appendStringInfoChar(sql, ')');
+}
+
+static void
+add_columns(StringInfo sql, const TableMapping *m, const char *prefix)
+{
+	int			i;
+
+	for (i = 0; i < m->nfields; i++)
+		appendStringInfo(sql, ", %s%s", prefix, m->fields[i].column);
+}
+
+static void
+add_updates(StringInfo sql, const TableMapping *m)
+{
+	int			i;
+	bool		first = true;
+
+	for (i = 0; i < m->nfields; i++)
+	{
+		if (strcmp(m->fields[i].column, m->key) == 0)
+			continue;
+		appendStringInfo(sql, "%s%s = EXCLUDED.%s", first ? "" : ", ",
+						 m->fields[i].column, m->fields[i].column);
+		first = false;
+	}
+}
+
+/* Children of the changed orders: delete what is gone, upsert what is there. */
+static void
+add_children(StringInfo sql, const TableMapping *m, const char *name)
+{
+	appendStringInfo(sql, ", %s_gone AS (DELETE FROM converge.%s x USING o "
+					 "WHERE x.source_id = $1 AND x.order_id = o.order_id AND x.%s <> ALL ($%d::int8[]))",
+					 name, m->table, m->key, nparams + 2 + column_index(m, m->key));
+	appendStringInfo(sql, ", %s AS (INSERT INTO converge.%s AS t (source_id", name, m->table);
+	add_columns(sql, m, "");
+	appendStringInfoString(sql, ") SELECT $1");
+	add_columns(sql, m, "u.");
+	appendStringInfoString(sql, " FROM ");
+	add_unnest(sql, m, "u");
+	appendStringInfo(sql, " WHERE u.order_id IN (SELECT order_id FROM o) ON CONFLICT (source_id, %s) DO UPDATE SET ",
+					 m->key);
+	add_updates(sql, m);
+	appendStringInfo(sql, " RETURNING 1)");
+}
+
+static void
+prepare_flush(void)
+{
+	StringInfoData sql;
+	Oid			argtypes[lengthof(params) + 1];
+	int			i;
+
+	if (flush_plan != NULL)
+		return;
+
+	nparams = 0;
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "WITH o AS (INSERT INTO converge.orders AS t (source_id");
+	add_columns(&sql, &order_mapping, "");
+	appendStringInfoString(&sql, ", sales_channel, data, tags, discount_codes, synced_at) SELECT $1");
+	add_columns(&sql, &order_mapping, "u.");
+	appendStringInfoString(&sql, ", u.sales_channel, u.data, "
+						   "ARRAY(SELECT jsonb_array_elements_text(u.data->'tags')), "
+						   "ARRAY(SELECT jsonb_array_elements_text(u.data->'discountCodes')), now() FROM ");
+	add_unnest(&sql, &order_mapping, "u");
+	appendStringInfoString(&sql, " ON CONFLICT (source_id, order_id) DO UPDATE SET ");
+	add_updates(&sql, &order_mapping);
+	appendStringInfoString(&sql, ", sales_channel = EXCLUDED.sales_channel, data = EXCLUDED.data, "
+						   "tags = EXCLUDED.tags, discount_codes = EXCLUDED.discount_codes, synced_at = EXCLUDED.synced_at "
+						   "WHERE t.updated_at < EXCLUDED.updated_at OR "
+						   "(t.updated_at = EXCLUDED.updated_at AND t.data IS DISTINCT FROM EXCLUDED.data) "
+						   "RETURNING t.order_id)");
+	add_children(&sql, &line_item_mapping, "li");
+	add_children(&sql, &refund_mapping, "r");
+	add_children(&sql, &refund_line_item_mapping, "rli");
+	appendStringInfoString(&sql, " SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM r)");
+
+	argtypes[0] = INT8OID;
+	for (i = 0; i < nparams; i++)
+		argtypes[i + 1] = get_array_type(params[i].elemtype);
+
+	flush_plan = SPI_prepare(sql.data, nparams + 1, argtypes);
+	if (flush_plan == NULL)
+		elog(ERROR, "converge: could not prepare the batch statement: %s\n%s",
+			 SPI_result_code_string(SPI_result), sql.data);
+	SPI_keepplan(flush_plan);
+}
+
+/* ---- collecting rows ---- */
+
+static RowSet *
+rowset_for(IngestBatch *b, const TableMapping *m)
+{
+	if (m == &order_mapping)
+		return &b->orders;
+	if (m == &line_item_mapping)
+		return &b->line_items;
+	if (m == &refund_mapping)
+		return &b->refunds;
+	return &b->refund_line_items;
+}
+
+static int
+new_row(IngestBatch *b, const TableMapping *m)
+{
+	RowSet	   *rs = rowset_for(b, m);
+	int			w = width(m);
+
+	if (rs->nrows == rs->cap)
+	{
+		MemoryContext old = MemoryContextSwitchTo(b->cxt);
+
+		rs->cap = rs->cap ? rs->cap * 2 : 256;
+		rs->values = rs->values ? repalloc(rs->values, sizeof(Datum) * w * rs->cap) :
+			palloc(sizeof(Datum) * w * rs->cap);
+		rs->nulls = rs->nulls ? repalloc(rs->nulls, sizeof(bool) * w * rs->cap) :
+			palloc(sizeof(bool) * w * rs->cap);
+		MemoryContextSwitchTo(old);
+	}
+	return rs->nrows++;
+}
+
+/* Extract one row; on failure the row is not added. */
+static bool
+add_row(IngestBatch *b, const TableMapping *m, JsonbContainer *obj, Datum **values, char **error)
+{
+	RowSet	   *rs = rowset_for(b, m);
+	int			w = width(m);
+	int			row = new_row(b, m);
+
+	*values = &rs->values[row * w];
+	if (!extract_row(m, obj, *values, &rs->nulls[row * w], error))
+	{
+		rs->nrows--;
+		return false;
+	}
+	return true;
+}
+
+static void
+set_parent(IngestBatch *b, const TableMapping *m, Datum *values, const char *column, Datum value)
+{
+	RowSet	   *rs = rowset_for(b, m);
+	int			col = column_index(m, column);
+	int			row = (values - rs->values) / width(m);
+
+	values[col] = value;
+	rs->nulls[row * width(m) + col] = false;
+}
+
+/* A list of objects given as a plain list, a connection's nodes, or its edges. */
+static int
+list_size(JsonbContainer *c, JsonbContainer **items, bool *edges)
+{
+	*edges = false;
+	if (c == NULL)
+		return 0;
+	if (JsonContainerIsArray(c))
+	{
+		*items = c;
+		return json_array_size(c);
+	}
+	if ((*items = json_get_container(c, "nodes")) != NULL)
+		return json_array_size(*items);
+	if ((*items = json_get_container(c, "edges")) != NULL)
+	{
+		*edges = true;
+		return json_array_size(*items);
+	}
+	return 0;
+}
+
+static JsonbContainer *
+list_item(JsonbContainer *items, int i, bool edges)
+{
+	JsonbContainer *c = json_array_container(items, i);
+
+	return edges ? json_get_container(c, "node") : c;
+}
+
+static bool
+strings_array(JsonbContainer *c, const char *key)
+{
+	JsonbValue	buf;
+	JsonbValue *v = json_get(c, key, &buf);
+	int			i;
+
+	if (v == NULL)
+		return true;
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		return false;
+	for (i = 0; i < json_array_size(v->val.binary.data); i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(v->val.binary.data, i);
+
+		if (e->type != jbvString)
+			return false;
+	}
+	return true;
+}
+
+bool
+ingest_line_item(IngestBatch *b, JsonbContainer *item, char **error)
+{
+	Datum	   *values;
+
+	if (b->order_id < 0)
+	{
+		*error = pstrdup("line item without its order");
+		return false;
+	}
+	if (item == NULL || !add_row(b, &line_item_mapping, item, &values, error))
+	{
+		if (item == NULL)
+			*error = pstrdup("line item is not an object");
+		return false;
+	}
+	set_parent(b, &line_item_mapping, values, "order_id", Int64GetDatum(b->order_id));
+	set_parent(b, &line_item_mapping, values, "position", Int32GetDatum(b->position++));
+	return true;
+}
+
+/* A refund line item of a refund of the order being assembled. */
+bool
+ingest_refund_line_item(IngestBatch *b, int64 refund_id, JsonbContainer *item, char **error)
+{
+	Datum	   *values;
+	int			r;
+	int			col = column_index(&refund_mapping, "refund_id");
+	bool		found = false;
+
+	for (r = b->refunds.mark; r < b->refunds.nrows; r++)
+		if (DatumGetInt64(b->refunds.values[r * width(&refund_mapping) + col]) == refund_id)
+			found = true;
+	if (b->order_id < 0 || !found)
+	{
+		*error = psprintf("refund line item of refund " INT64_FORMAT ", which is not part of the current order", refund_id);
+		return false;
+	}
+	if (item == NULL || !add_row(b, &refund_line_item_mapping, item, &values, error))
+	{
+		if (item == NULL)
+			*error = pstrdup("refund line item is not an object");
+		return false;
+	}
+	set_parent(b, &refund_line_item_mapping, values, "refund_id", Int64GetDatum(refund_id));
+	set_parent(b, &refund_line_item_mapping, values, "order_id", Int64GetDatum(b->order_id));
+	return true;
+}
+
+/*
+ * Start a new order from its JSON object: the order row, and whatever
+ * children it carries (a GraphQL page nests lineItems and refunds with their
+ * refundLineItems; an export line carries only its refunds).  Children that
+ * arrive separately follow with ingest_line_item / ingest_refund_line_item.
+ */
+/* A refund of the order being assembled, with the refund line items it nests. */
+bool
+ingest_refund(IngestBatch *b, JsonbContainer *refund, char **error)
+{
+	JsonbContainer *rlis;
+	Datum	   *rvalues;
+	int64		refund_id;
+	bool		edges;
+	int			j;
+	int			m;
+
+	if (b->order_id < 0)
+	{
+		*error = pstrdup("refund without its order");
+		return false;
+	}
+	if (refund == NULL || !add_row(b, &refund_mapping, refund, &rvalues, error))
+	{
+		if (refund == NULL)
+			*error = pstrdup("refund is not an object");
+		return false;
+	}
+	set_parent(b, &refund_mapping, rvalues, "order_id", Int64GetDatum(b->order_id));
+	refund_id = DatumGetInt64(rvalues[column_index(&refund_mapping, "refund_id")]);
+	m = list_size(json_get_container(refund, "refundLineItems"), &rlis, &edges);
+	for (j = 0; j < m; j++)
+		if (!ingest_refund_line_item(b, refund_id, list_item(rlis, j, edges), error))
+			return false;
+	return true;
+}
+
+bool
+ingest_order(IngestBatch *b, JsonbContainer *order, bool with_refunds, char **error)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->cxt);
+	Datum	   *values;
+	JsonbContainer *items;
+	JsonbContainer *refunds;
+	bool		edges;
+	char	   *source_name;
+	int			i;
+	int			n;
+
+	b->order_id = -1;
+	b->position = 0;
+	b->orders.mark = b->orders.nrows;
+	b->line_items.mark = b->line_items.nrows;
+	b->refunds.mark = b->refunds.nrows;
+	b->refund_line_items.mark = b->refund_line_items.nrows;
+
+	if (order == NULL || !JsonContainerIsObject(order))
+	{
+		*error = pstrdup("the order is not a JSON object");
+		goto bad;
+	}
+	if (!add_row(b, &order_mapping, order, &values, error))
+		goto bad;
+	if (!strings_array(order, "tags") || !strings_array(order, "discountCodes"))
+	{
+		b->orders.nrows--;
+		*error = pstrdup("tags and discountCodes must be lists of strings");
+		goto bad;
+	}
+	b->order_id = DatumGetInt64(values[column_index(&order_mapping, "order_id")]);
+
+	source_name = json_get_string(order, "sourceName");
+	values[order_mapping.nfields] =
+		CStringGetTextDatum(converge_sales_channel(true, b->source_id, source_name));
+	b->orders.nulls[(b->orders.nrows - 1) * width(&order_mapping) + order_mapping.nfields] = false;
+
+	n = list_size(json_get_container(order, "lineItems"), &items, &edges);
+	for (i = 0; i < n; i++)
+		if (!ingest_line_item(b, list_item(items, i, edges), error))
+			goto bad;
+
+	refunds = with_refunds ? json_get_container(order, "refunds") : NULL;
+	for (i = 0; i < json_array_size(refunds); i++)
+		if (!ingest_refund(b, json_array_container(refunds, i), error))
+			goto bad;
+
+	/* stored as a bulk export has it: connections live in their own tables */
+	{
+		Jsonb	   *data = json_without_keys(order, connection_keys);
+
+		values[order_mapping.nfields + 1] = JsonbPGetDatum(data);
+		b->orders.nulls[(b->orders.nrows - 1) * width(&order_mapping) + order_mapping.nfields + 1] = false;
+	}
+	MemoryContextSwitchTo(old);
+	return true;
+
+bad:
+	ingest_discard_order(b);
+	b->bad_rows++;
+	MemoryContextSwitchTo(old);
+	return false;
+}
+
+/* Drop the order being assembled and everything added for it. */
+void
+ingest_discard_order(IngestBatch *b)
+{
+	b->orders.nrows = b->orders.mark;
+	b->line_items.nrows = b->line_items.mark;
+	b->refunds.nrows = b->refunds.mark;
+	b->refund_line_items.nrows = b->refund_line_items.mark;
+	b->order_id = -1;
+}
+
+void
+ingest_begin(IngestBatch *b, int64 source_id)
+{
+	memset(b, 0, sizeof(*b));
+	b->source_id = source_id;
+	b->order_id = -1;
+	b->cxt = AllocSetContextCreate(CurrentMemoryContext, "converge ingest batch",
+								   ALLOCSET_DEFAULT_SIZES);
+}
+
+int
+ingest_pending(IngestBatch *b)
+{
+	return b->orders.nrows;
+}
+
+static Datum
+column_array(RowSet *rs, const TableMapping *m, int col, Oid elemtype)
+{
+	int			w = width(m);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(rs->nrows, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(rs->nrows, 1));
+	int			dims[1] = {rs->nrows};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			i;
+
+	for (i = 0; i < rs->nrows; i++)
+	{
+		elems[i] = rs->values[i * w + col];
+		nulls[i] = rs->nulls[i * w + col];
+	}
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval, typalign));
+}
+
+/* Write everything collected so far, in the current transaction. */
+void
+ingest_flush(IngestBatch *b)
+{
+	MemoryContext old;
+	Datum	   *values;
+	char	   *nulls;
+	int			i;
+	int			rc;
+	bool		isnull;
+
+	if (b->orders.nrows == 0)
+	{
+		MemoryContextReset(b->cxt);
+		memset(&b->orders, 0, sizeof(RowSet));
+		memset(&b->line_items, 0, sizeof(RowSet));
+		memset(&b->refunds, 0, sizeof(RowSet));
+		memset(&b->refund_line_items, 0, sizeof(RowSet));
+		return;
+	}
+
+	prepare_flush();
+	old = MemoryContextSwitchTo(b->cxt);
+	values = palloc(sizeof(Datum) * (nparams + 1));
+	nulls = palloc(nparams + 1);
+	values[0] = Int64GetDatum(b->source_id);
+	nulls[0] = ' ';
+	for (i = 0; i < nparams; i++)
+	{
+		values[i + 1] = column_array(rowset_for(b, params[i].m), params[i].m,
+									 params[i].col, params[i].elemtype);
+		nulls[i + 1] = ' ';
+	}
+
+	rc = SPI_execute_plan(flush_plan, values, nulls, false, 0);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "converge: batch statement failed: %s", SPI_result_code_string(rc));
+	b->orders_stored += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	b->refunds_stored += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(b->cxt);
+	memset(&b->orders, 0, sizeof(RowSet));
+	memset(&b->line_items, 0, sizeof(RowSet));
+	memset(&b->refunds, 0, sizeof(RowSet));
+	memset(&b->refund_line_items, 0, sizeof(RowSet));
+	b->order_id = -1;
+}
+
+void
+ingest_end(IngestBatch *b)
+{
+	if (b->cxt)
+		MemoryContextDelete(b->cxt);
+	b->cxt = NULL;
+}
+
+/* Keep what could not be used where users can see it. */
+void
+record_sync_error(int64 source_id, const char *kind, const char *message,
+				  const char *detail, const char *payload, int payload_len)
+{
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (error_plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+
+		error_plan = SPI_prepare("INSERT INTO converge.sync_errors (source_id, kind, message, detail, payload) "
+								 "VALUES ($1, $2, $3, $4, $5)", 5, types);
+		if (error_plan == NULL)
+			elog(ERROR, "converge: could not prepare the error insert");
+		SPI_keepplan(error_plan);
+	}
+	values[0] = Int64GetDatum(source_id);
+	values[1] = CStringGetTextDatum(kind);
+	values[2] = CStringGetTextDatum(message);
+	if (detail)
+		values[3] = CStringGetTextDatum(detail);
+	else
+		nulls[3] = 'n';
+	if (payload)
+	{
+		int			len = Min(payload_len, MAX_PAYLOAD);
+
+		/* never cut a multibyte character in two */
+		len = pg_mbcliplen(payload, len, len);
+		values[4] = PointerGetDatum(cstring_to_text_with_len(payload, len));
+	}
+	else
+		nulls[4] = 'n';
+	if (SPI_execute_plan(error_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "converge: could not record a sync error");
+}

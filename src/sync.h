@@ -1,0 +1,81 @@
+/*-------------------------------------------------------------------------
+ *
+ * sync.h
+ *	  The state of one sync pass of one source, shared by the files that
+ *	  talk to Shopify (shopify_client.c), load the bulk export (backfill.c)
+ *	  and page through changes (incremental.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONVERGE_SYNC_H
+#define CONVERGE_SYNC_H
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+
+#include "http.h"
+
+typedef struct SyncContext
+{
+	int64		source_id;
+	MemoryContext cxt;			/* lives across the pass's commits */
+	char	   *store;			/* validated handle */
+	char	   *api_version;
+	char	   *client_id;
+	char	   *client_secret;
+	char	   *access_token;
+	TimestampTz token_obtained_at;
+	TimestampTz token_expires_at;
+	TimestampTz connected_at;
+
+	TimestampTz deadline;		/* the pass stops starting work after this */
+	bool		out_of_time;	/* set when a wait would cross the deadline */
+
+	/* Shopify's leaky bucket, as last reported */
+	bool		bucket_known;
+	double		bucket_max;
+	double		bucket_available;
+	double		restore_rate;
+	TimestampTz bucket_at;
+
+	/* counts for this pass (added to sync_state at each commit) */
+	int64		requests;
+	int64		throttled;
+	int64		retries;
+	int64		orders_synced;
+	int64		refunds_synced;
+	char		api_version_seen[32];
+	char	   *scope_warning;
+	bool		error_noted;	/* a step recorded an error on the source */
+	char	   *last_error;
+
+	/* the requested cost Shopify reported for the last query text */
+	uint32		last_query_hash;
+	double		last_query_cost;
+
+	char	   *page_cursor;	/* GraphQL cursor of the incremental walk */
+	int			page_size;
+
+	HttpTransfer *download;		/* the bulk export being read, if any */
+	int64		download_offset;	/* file offset of the first unconsumed byte */
+} SyncContext;
+
+/* shopify_client.c */
+extern void shopify_ensure_token(SyncContext *ctx);
+extern Jsonb *shopify_graphql(SyncContext *ctx, const char *query, const char *variables,
+							  int cost_estimate);
+extern bool sync_sleep(SyncContext *ctx, double seconds);
+extern double backoff_seconds(int attempt);
+
+/* backfill.c */
+extern bool backfill_step(SyncContext *ctx);
+
+/* incremental.c */
+extern bool incremental_step(SyncContext *ctx);
+
+/* sync.c */
+extern void sync_note_error(SyncContext *ctx, const char *kind, const char *message,
+							const char *detail, const char *hint);
+extern char *json_quote(const char *s);
+
+#endif							/* CONVERGE_SYNC_H */
