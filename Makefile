@@ -32,3 +32,6 @@ SHLIB_LINK = -lcurl -lcrypto
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track headers: every object depends on all of them.
+$(OBJS): $(wildcard src/*.h)

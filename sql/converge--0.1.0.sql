@@ -257,7 +257,7 @@ CREATE TABLE converge.orders (
   shipping_country_code    text,
   shipping_zip             text,
   app_name                 text,
-  data                     jsonb NOT NULL,
+  data                     jsonb COMPRESSION lz4 NOT NULL,
   synced_at                timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (source_id, order_id)
 );

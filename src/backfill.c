@@ -400,7 +400,7 @@ load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_par
 	parent = json_get_string(obj, "__parentId");
 	if (parent == NULL)
 	{
-		if (!ingest_order(b, obj, true, &error))
+		if (!ingest_order(b, doc, obj, true, &error))
 		{
 			record_sync_error(ctx->source_id, "bad_order", "order left out: it cannot be read whole",
 							  error, line, len);
@@ -438,6 +438,20 @@ load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_par
 	}
 }
 
+/* After a failed read of the export: retry after a delay, a bounded number of times per pass. */
+static bool
+download_failed(SyncContext *ctx)
+{
+	if (++ctx->download_failures > converge_max_retries)
+	{
+		sync_note_error(ctx, "transient", "the export file could not be read",
+						psprintf("%d attempts in a row failed (see converge.sync_errors).", ctx->download_failures),
+						"The sync resumes the download from where it stopped with a growing delay.");
+		return false;
+	}
+	return sync_sleep(ctx, backoff_seconds(ctx->download_failures - 1));
+}
+
 /*
  * Load up to one batch of orders from the export, ending at an order
  * boundary, and save the offset after it.  true while the pass should go on.
@@ -460,7 +474,7 @@ load_batch(SyncContext *ctx, BulkState *st)
 			case OPEN_OK:
 				break;
 			case OPEN_FAILED:
-				return sync_sleep(ctx, backoff_seconds(Min(ctx->retries, 10)));
+				return download_failed(ctx);
 			case OPEN_RESTARTED:
 				return true;
 		}
@@ -550,7 +564,8 @@ load_batch(SyncContext *ctx, BulkState *st)
 		return true;
 	}
 	if (broken)
-		return sync_sleep(ctx, backoff_seconds(Min(ctx->retries, 10)));
+		return download_failed(ctx);
+	ctx->download_failures = 0;
 	return true;
 }
 

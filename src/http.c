@@ -36,7 +36,8 @@ struct HttpTransfer
 {
 	CURL	   *easy;
 	struct curl_slist *headers;
-	char	   *data;			/* received, not yet consumed (malloc'd) */
+	char	   *data;			/* received bytes (malloc'd) */
+	size_t		start;			/* data[start .. len) is not consumed yet */
 	size_t		len;
 	size_t		cap;
 	bool		stream;
@@ -114,15 +115,22 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	HttpTransfer *t = (HttpTransfer *) userdata;
 	size_t		n = size * nmemb;
 
-	if (t->stream && t->len >= t->pause_at)
+	if (t->stream && t->len - t->start >= t->pause_at)
 	{
 		t->paused = true;
 		return CURL_WRITEFUNC_PAUSE;
 	}
-	if (t->len + n > MAX_RESPONSE_BYTES)
+	if (t->len - t->start + n > MAX_RESPONSE_BYTES)
 	{
 		t->overflow = true;
 		return 0;
+	}
+	if (t->start > 0 && t->len + n + 1 > t->cap)
+	{
+		/* drop what was consumed, once, rather than on every consume */
+		memmove(t->data, t->data + t->start, t->len - t->start);
+		t->len -= t->start;
+		t->start = 0;
 	}
 	if (t->len + n + 1 > t->cap)
 	{
@@ -315,13 +323,13 @@ finish(HttpTransfer *t, CURLcode code)
 static bool
 drive(HttpTransfer *t, size_t want)
 {
-	while (!t->done && (want == 0 || t->len < want))
+	while (!t->done && (want == 0 || t->len - t->start < want))
 	{
 		int			running;
 		int			queued;
 		CURLMsg    *msg;
 
-		if (t->paused && t->len < t->pause_at)
+		if (t->paused && t->len - t->start < t->pause_at)
 		{
 			t->paused = false;
 			curl_easy_pause(t->easy, CURLPAUSE_CONT);
@@ -337,8 +345,8 @@ drive(HttpTransfer *t, size_t want)
 				if (x->easy == msg->easy_handle)
 					finish(x, msg->data.result);
 		}
-		if (t->done || (t->paused && t->len >= t->pause_at) ||
-			(want > 0 && t->len >= want))
+		if (t->done || (t->paused && t->len - t->start >= t->pause_at) ||
+			(want > 0 && t->len - t->start >= want))
 			break;
 		curl_multi_poll(multi, NULL, 0, POLL_MS, NULL);
 		CHECK_FOR_INTERRUPTS();
@@ -353,8 +361,8 @@ http_request(const HttpRequest *req, StringInfo body, HttpResult *result)
 
 	drive(t, 0);
 	resetStringInfo(body);
-	if (t->len > 0)
-		appendBinaryStringInfo(body, t->data, (int) t->len);
+	if (t->len > t->start)
+		appendBinaryStringInfo(body, t->data + t->start, (int) (t->len - t->start));
 	*result = t->result;
 	free_transfer(t);
 }
@@ -384,18 +392,17 @@ http_stream_fill(HttpTransfer *t, size_t want)
 const char *
 http_stream_data(HttpTransfer *t, size_t *len)
 {
-	*len = t->len;
-	return t->data ? t->data : "";
+	*len = t->len - t->start;
+	return t->data ? t->data + t->start : "";
 }
 
 void
 http_stream_consume(HttpTransfer *t, size_t n)
 {
-	Assert(n <= t->len);
-	memmove(t->data, t->data + n, t->len - n);
-	t->len -= n;
-	if (t->data)
-		t->data[t->len] = '\0';
+	Assert(n <= t->len - t->start);
+	t->start += n;
+	if (t->start == t->len)
+		t->start = t->len = 0;
 }
 
 const HttpResult *

@@ -379,8 +379,26 @@ ingest_refund(IngestBatch *b, JsonbContainer *refund, char **error)
 	return true;
 }
 
+static bool
+has_connections(JsonbContainer *order)
+{
+	JsonbContainer *refunds = json_get_container(order, "refunds");
+	int			i;
+
+	if (json_get_container(order, "lineItems") != NULL)
+		return true;
+	for (i = 0; i < json_array_size(refunds); i++)
+		if (json_get_container(json_array_container(refunds, i), "refundLineItems") != NULL)
+			return true;
+	return false;
+}
+
+/*
+ * doc, when given, is the document whose root is order: stored as is when it
+ * nests no connections.
+ */
 bool
-ingest_order(IngestBatch *b, JsonbContainer *order, bool with_refunds, char **error)
+ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, bool with_refunds, char **error)
 {
 	MemoryContext old = MemoryContextSwitchTo(b->cxt);
 	Datum	   *values;
@@ -430,7 +448,8 @@ ingest_order(IngestBatch *b, JsonbContainer *order, bool with_refunds, char **er
 
 	/* stored as a bulk export has it: connections live in their own tables */
 	{
-		Jsonb	   *data = json_without_keys(order, connection_keys);
+		Jsonb	   *data = (doc != NULL && !has_connections(order)) ? doc :
+			json_without_keys(order, connection_keys);
 
 		values[order_mapping.nfields + 1] = JsonbPGetDatum(data);
 		b->orders.nulls[(b->orders.nrows - 1) * width(&order_mapping) + order_mapping.nfields + 1] = false;

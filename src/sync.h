@@ -58,6 +58,7 @@ typedef struct SyncContext
 
 	HttpTransfer *download;		/* the bulk export being read, if any */
 	int64		download_offset;	/* file offset of the first unconsumed byte */
+	int			download_failures;	/* in a row, in this pass */
 } SyncContext;
 
 /* shopify_client.c */

@@ -45,7 +45,7 @@ def api_version(requested):
 # ------------------------------------------------------------------ faults
 
 
-def fault_response(store, fault, endpoint, headers, cost=0):
+def fault_response(store, fault, headers, cost=0):
     """The response for an injected HTTP-level fault (timeout is handled by the caller)."""
     kind = fault.kind
     body_style = fault.params.get("body")
@@ -115,7 +115,7 @@ def handle_token(store, headers, body, query_string, shutdown_event):
     store.count("token")
     fault = take_fault(store, "token", shutdown_event)
     if fault:
-        return fault_response(store, fault, "token", headers)
+        return fault_response(store, fault, headers)
     params = parse_body_params(headers, body)
     if not params and query_string:
         params = {k: v[-1] for k, v in urllib.parse.parse_qs(query_string).items()}
@@ -178,7 +178,7 @@ def handle_graphql(store, version, headers, body, base_url, shutdown_event):
                 cost = prepare(query, request.get("variables"), request.get("operationName"), served).cost
             except (GraphQLError, AttributeError):
                 pass
-        resp = fault_response(store, fault, "graphql", headers, cost)
+        resp = fault_response(store, fault, headers, cost)
         resp.headers.extend(vh)
         return resp
 
@@ -281,7 +281,7 @@ def handle_bulk_download(store, name, sig, headers, shutdown_event):
                 hdrs.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
             return Response(status, b"", "application/jsonl", headers=hdrs, action="truncate",
                             file=(path, start, end - start + 1, size))
-        return fault_response(store, fault, "bulk_download", headers)
+        return fault_response(store, fault, headers)
     hdrs = [("Accept-Ranges", "bytes")]
     if rng:
         start, end = rng

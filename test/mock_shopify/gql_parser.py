@@ -272,8 +272,6 @@ def tokenize(source):
         else:
             append((kind, text, pos))
         pos = m.end()
-    if pos < n:  # pragma: no cover (regex covers all)
-        pass
     append((EOF, None, n))
     return tokens
 

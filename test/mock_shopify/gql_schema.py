@@ -171,13 +171,11 @@ def resolve_orders(_, p, ctx):
     return build_connection(p, page, has_next, has_prev, cursor_fn, ctx)
 
 
-def parse_gid(value, expected=None):
+def parse_gid(value):
     """('Order', 123) from 'gid://shopify/Order/123'; GraphQLError when malformed."""
     if isinstance(value, str) and value.startswith("gid://shopify/"):
         parts = value[len("gid://shopify/"):].split("/")
         if len(parts) == 2 and parts[1].isdigit():
-            if expected is None or parts[0] == expected:
-                return parts[0], int(parts[1])
             return parts[0], int(parts[1])
     raise GraphQLError("Invalid global id '%s'" % (value,),
                        extensions={"code": "argumentLiteralsIncompatible", "typeName": "CoercionError"})

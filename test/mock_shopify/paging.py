@@ -126,8 +126,12 @@ class OrderIndex:
                 lo = max(lo, bisect_right(keys, before))
             else:
                 hi = min(hi, bisect_left(keys, before))
+        # Keep both boundaries inside the filtered range but do not collapse
+        # them onto each other: when the window is empty, the after-side
+        # boundary decides hasPreviousPage and the before-side one hasNextPage.
+        lo, hi = min(lo, fhi), max(hi, flo)
         pred = filt.predicate(min_created, skip_attr=attr)
-        return _page_positions(objs, pred, flo, fhi, lo, max(lo, hi), reverse, first, last)
+        return _page_positions(objs, pred, flo, fhi, lo, hi, reverse, first, last)
 
 
 def _fwd(a, b, reverse):
@@ -188,39 +192,22 @@ def _page_positions(objs, pred, flo, fhi, lo, hi, reverse, first, last):
 
 def page_list(items, args):
     """Page a small list already sorted by id (nested connections)."""
-    keys = None
     lo, hi = 0, len(items)
     reverse = args.get("reverse")
     after, before = args.get("after"), args.get("before")
     if after is not None or before is not None:
-        keys = [it.id for it in items]
+        keys = [(it.id, it.id) for it in items]
         if after is not None:
             if reverse:
-                hi = min(hi, bisect_left(keys, after[1]))
+                hi = min(hi, bisect_left(keys, after))
             else:
-                lo = max(lo, bisect_right(keys, after[1]))
+                lo = max(lo, bisect_right(keys, after))
         if before is not None:
             if reverse:
-                lo = max(lo, bisect_right(keys, before[1]))
+                lo = max(lo, bisect_right(keys, before))
             else:
-                hi = min(hi, bisect_left(keys, before[1]))
-    hi = max(lo, hi)
-    window = items[lo:hi]
-    if reverse:
-        window = window[::-1]
-        before_count, after_count = len(items) - hi, lo
-    else:
-        before_count, after_count = lo, len(items) - hi
-    first, last = args.get("first"), args.get("last")
-    start, end = 0, len(window)
-    if first is not None:
-        end = min(end, first)
-    if last is not None:
-        start = max(start, end - last)
-    page = window[start:end]
-    has_next = end < len(window) or (last is not None and first is None and after_count > 0)
-    has_prev = start > 0 or (before_count > 0 and (first is not None or last is None))
-    return page, has_next, has_prev
+                hi = min(hi, bisect_left(keys, before))
+    return _page_positions(items, None, 0, len(items), lo, hi, reverse, args.get("first"), args.get("last"))
 
 
 # ------------------------------------------------------ connection output

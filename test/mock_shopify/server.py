@@ -40,13 +40,18 @@ def parse_store_spec(spec):
     """'acme:orders=3000,seed=7' -> ('acme', {'orders': '3000', 'seed': '7'})."""
     handle, _, rest = spec.partition(":")
     settings = {}
+    last = None
     for item in filter(None, (x.strip() for x in rest.split(","))):
         k, sep, v = item.partition("=")
         if not sep:
-            raise ValueError("bad store setting %r (expected key=value)" % item)
-        settings[k.strip()] = v.strip()
-    # scopes contain commas: allow scopes=read_orders+read_all_orders
-    if "scopes" in settings:
+            # a value with commas: 'scopes=read_orders,read_all_orders'
+            if last is None:
+                raise ValueError("bad store setting %r (expected key=value)" % item)
+            settings[last] += "," + item
+            continue
+        last = k.strip()
+        settings[last] = v.strip()
+    if "scopes" in settings:     # also accept scopes=read_orders+read_all_orders
         settings["scopes"] = settings["scopes"].replace("+", ",").replace(";", ",")
     return handle.strip(), settings
 

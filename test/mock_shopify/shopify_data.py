@@ -741,7 +741,7 @@ def generate(seed, n, currency="EUR", big_order_every=None):
         cancel = None
         if feat and feat[0] == "cancel":
             cancel = feat[1]
-        elif rand() < 0.03:
+        elif not (feat and feat[0] == "refund") and rand() < 0.03:
             cancel = rand() < 0.5
         if cancel is not None:
             o.cancelled = min(T_END, c_t + randint(600, 3 * DAY))

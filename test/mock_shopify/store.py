@@ -25,10 +25,6 @@ COUNTER_KEYS = ("token", "graphql", "graphql_orders", "graphql_bulk_start", "gra
                 "graphql_other", "bulk_download", "throttled", "faults_injected", "http_4xx",
                 "http_5xx", "points_requested", "points_actual")
 
-# setting -> (parser, default or callable(handle, settings))
-INT = int
-
-
 def _bool(v):
     if isinstance(v, bool):
         return v
@@ -52,6 +48,7 @@ def _scopes(v):
     return ",".join(s.strip() for s in str(v).split(",") if s.strip())
 
 
+# setting -> (parser, default(handle, settings so far))
 SETTINGS = {
     "seed": (_int, lambda h, s: zlib.crc32(h.encode())),
     "orders": (_int, lambda h, s: 200),

@@ -328,6 +328,82 @@ class TestToken(unittest.TestCase):
         self.assertEqual(out["data"]["shop"]["name"], "Tok")
 
 
+class TestPagingLogic(unittest.TestCase):
+    """OrderIndex.page against a naive reference, with random windows and filters."""
+
+    def test_against_reference(self):
+        import random
+        from paging import OrderIndex, page_list
+        from search_query import parse_search
+        from server import parse_store_spec
+        self.assertEqual(parse_store_spec("acme:orders=5,scopes=read_orders,read_all_orders,seed=3"),
+                         ("acme", {"orders": "5", "scopes": "read_orders,read_all_orders", "seed": "3"}))
+        data = shopify_data.generate(5, 300)
+        index = OrderIndex(data.orders)
+        rng = random.Random(1)
+        times = sorted(o.updated for o in data.orders)
+        list_cases = 0
+        for _ in range(1000):
+            attr = rng.choice(["id", "updated", "created", "processed"])
+            reverse = rng.random() < 0.5
+            key = lambda o: (getattr(o, attr), o.id)
+            seq = sorted(data.orders, key=key, reverse=reverse)
+            q = ""
+            if rng.random() < 0.6:
+                fattr = rng.choice(["updated_at", "created_at"])
+                t = shopify_data.iso(rng.choice(times))
+                q = "%s:%s'%s'" % (fattr, rng.choice([">=", ">", "<", "<="]), t)
+                if rng.random() < 0.3:
+                    q += " test:false"
+            filt = parse_search(q)
+            min_created = rng.choice([None, shopify_data.T_START + 400 * 86400])
+            pred = filt.predicate(min_created) or (lambda o: True)
+            after = before = None
+            if rng.random() < 0.5:
+                after = key(rng.choice(data.orders))
+            if rng.random() < 0.3:
+                before = key(rng.choice(data.orders))
+            first = last = None
+            if rng.random() < 0.7:
+                first = rng.randint(0, 40)
+            else:
+                last = rng.randint(0, 40)
+
+            def is_after(o, c):      # strictly after cursor c, in sequence order
+                return key(o) < c if reverse else key(o) > c
+
+            def is_before(o, c):
+                return key(o) > c if reverse else key(o) < c
+            matches = [o for o in seq if pred(o)]
+            window = [o for o in matches if (after is None or is_after(o, after)) and
+                      (before is None or is_before(o, before))]
+            if first is not None:
+                page = window[:first]
+                has_next = len(window) > first
+                if page:
+                    has_prev = matches.index(page[0]) > 0
+                else:
+                    has_prev = after is not None and any(not is_after(o, after) for o in matches)
+            else:
+                page = window[-last:] if last else []
+                has_prev = len(window) > last
+                if page:
+                    has_next = matches.index(page[-1]) < len(matches) - 1
+                else:
+                    has_next = before is not None and any(not is_before(o, before) for o in matches)
+            got, gn, gp = index.page(attr, reverse, first, last, after, before, filt, min_created)
+            ctx = (attr, reverse, first, last, after, before, q, min_created)
+            self.assertEqual([o.id for o in got], [o.id for o in page], ctx)
+            self.assertEqual((gn, gp), (has_next, has_prev), ctx)
+            if attr == "id" and not q and min_created is None:
+                # nested connections (lineItems) page the same way
+                got, gn, gp = page_list(sorted(data.orders, key=lambda o: o.id), {
+                    "first": first, "last": last, "after": after, "before": before, "reverse": reverse})
+                self.assertEqual(([o.id for o in got], gn, gp), ([o.id for o in page], has_next, has_prev), ctx)
+                list_cases += 1
+        self.assertGreater(list_cases, 20)
+
+
 class TestPagination(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -780,13 +856,20 @@ class TestBulk(unittest.TestCase):
         ctl("POST", "/stores/bulk/mutations", {"op": "touch", "order_id": roots[0]["id"]}, expect=200)
         self.assertEqual(download(op["url"])[2], data)
 
-    def test_current_and_node_poll(self):
-        op = run_bulk(self.g, "{ orders(query: \"created_at:>=2026-01-01\") { edges { node { id } } } }")
-        d = self.g.data("{ currentBulkOperation { id status url } }")["currentBulkOperation"]
+    def test_current_and_node_poll_and_counters(self):
+        create_store("bulk-poll", orders=50, seed=13, bulk_min_ms=100)
+        g = GQL("bulk-poll")
+        ctl("DELETE", "/stores/bulk-poll/counters", expect=200)
+        op = run_bulk(g, "{ orders(query: \"created_at:>=2025-01-01\") { edges { node { id } } } }")
+        d = g.data("{ currentBulkOperation { id status url } }")["currentBulkOperation"]
         self.assertEqual(d["id"], op["id"])
-        d = self.g.data('query($id: ID!) { node(id: $id) { id ... on BulkOperation { status objectCount } } }',
-                        {"id": op["id"]}, version="2025-10")
+        d = g.data('query($id: ID!) { node(id: $id) { id ... on BulkOperation { status objectCount } } }',
+                   {"id": op["id"]}, version="2025-10")
         self.assertEqual(d["node"]["status"], "COMPLETED")
+        download(op["url"])
+        c = ctl("GET", "/stores/bulk-poll/counters")[1]
+        self.assertEqual((c["graphql_bulk_start"], c["graphql_bulk_poll"], c["bulk_download"], c["graphql_orders"]),
+                         (1, len(op["_seen"]) + 2, 1, 0))
 
     def test_empty_result(self):
         op = run_bulk(self.g, '{ orders(query: "created_at:<2000-01-01") { edges { node { id } } } }')
