@@ -387,6 +387,11 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Copy them from the app''s Settings page in the Shopify Dev Dashboard.';
   END IF;
+  IF api_version IS NULL OR api_version !~ '^[0-9]{4}-(01|04|07|10)$' THEN
+    RAISE EXCEPTION 'invalid Shopify API version "%"', api_version
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Versions are named YYYY-MM with a quarter''s first month, for example 2026-10.';
+  END IF;
   SELECT s.id, s.name INTO existing FROM converge.source_settings s WHERE s.store = handle;
   IF FOUND THEN
     RAISE EXCEPTION 'store "%" already has a source', handle
@@ -464,6 +469,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   PERFORM converge._source_or_error(source);
+  IF api_version IS NOT NULL AND api_version !~ '^[0-9]{4}-(01|04|07|10)$' THEN
+    RAISE EXCEPTION 'invalid Shopify API version "%"', api_version
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Versions are named YYYY-MM with a quarter''s first month, for example 2026-10.';
+  END IF;
   UPDATE converge.source_settings
      SET upsell_delay = coalesce(alter_source.upsell_delay, source_settings.upsell_delay),
          api_version = coalesce(alter_source.api_version, source_settings.api_version)

@@ -231,7 +231,7 @@ incremental_step(SyncContext *ctx)
 						  psprintf("{\"first\":%d,\"after\":%s,\"q\":%s}", first,
 								   ctx->page_cursor ? json_quote(ctx->page_cursor) : "null",
 								   json_quote(search)),
-						  ctx->last_query_cost > 0 ? 0 : first * 60);
+						  first * 80);
 	if (doc == NULL)
 		return false;
 	adapt_page_size(ctx, first);

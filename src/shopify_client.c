@@ -421,8 +421,8 @@ shopify_graphql(SyncContext *ctx, const char *query, const char *variables, int 
 		double		estimate = cost_estimate;
 		double		wait = -1;
 
-		if (qhash == ctx->last_query_hash && ctx->last_query_cost > estimate)
-			estimate = ctx->last_query_cost;
+		if (ctx->cost_hash[qhash % COST_MEMORY] == qhash && ctx->cost_seen[qhash % COST_MEMORY] > estimate)
+			estimate = ctx->cost_seen[qhash % COST_MEMORY];
 		shopify_ensure_token(ctx);
 		if (!pace(ctx, estimate))
 			return NULL;
@@ -469,7 +469,8 @@ shopify_graphql(SyncContext *ctx, const char *query, const char *variables, int 
 				update_bucket(ctx, &doc->root, &requested);
 				if (requested > 0)
 				{
-					ctx->last_query_hash = qhash;
+					ctx->cost_hash[qhash % COST_MEMORY] = qhash;
+					ctx->cost_seen[qhash % COST_MEMORY] = requested;
 					ctx->last_query_cost = requested;
 				}
 				if (errors != NULL && is_throttled(errors))

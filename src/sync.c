@@ -102,6 +102,9 @@ save_counters(SyncContext *ctx, bool clean)
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
+	ctx->pass_requests += ctx->requests;
+	ctx->pass_throttled += ctx->throttled;
+	ctx->pass_retries += ctx->retries;
 	values[0] = Int64GetDatum(ctx->source_id);
 	values[1] = Int64GetDatum(ctx->requests);
 	values[2] = Int64GetDatum(ctx->throttled);
@@ -244,9 +247,9 @@ finish_run(SyncContext *ctx, int64 run_id, const char *outcome, const char *mess
 	values[1] = CStringGetTextDatum(outcome);
 	values[2] = Int64GetDatum(ctx->orders_synced);
 	values[3] = Int64GetDatum(ctx->refunds_synced);
-	values[4] = Int64GetDatum(ctx->requests);
-	values[5] = Int64GetDatum(ctx->throttled);
-	values[6] = Int64GetDatum(ctx->retries);
+	values[4] = Int64GetDatum(ctx->pass_requests);
+	values[5] = Int64GetDatum(ctx->pass_throttled);
+	values[6] = Int64GetDatum(ctx->pass_retries);
 	if (message)
 		values[7] = CStringGetTextDatum(message);
 	else

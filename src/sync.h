@@ -38,10 +38,14 @@ typedef struct SyncContext
 	double		restore_rate;
 	TimestampTz bucket_at;
 
-	/* counts for this pass (added to sync_state at each commit) */
+	/* counts for the current step (added to sync_state at each commit) */
 	int64		requests;
 	int64		throttled;
 	int64		retries;
+	/* and for the whole pass (converge.sync_runs) */
+	int64		pass_requests;
+	int64		pass_throttled;
+	int64		pass_retries;
 	int64		orders_synced;
 	int64		refunds_synced;
 	char		api_version_seen[32];
@@ -49,9 +53,11 @@ typedef struct SyncContext
 	bool		error_noted;	/* a step recorded an error on the source */
 	char	   *last_error;
 
-	/* the requested cost Shopify reported for the last query text */
-	uint32		last_query_hash;
-	double		last_query_cost;
+	/* the requested cost Shopify reported, per query text (a few kinds) */
+#define COST_MEMORY 8
+	uint32		cost_hash[COST_MEMORY];
+	double		cost_seen[COST_MEMORY];
+	double		last_query_cost;	/* of the last answered query */
 
 	char	   *page_cursor;	/* GraphQL cursor of the incremental walk */
 	int			page_size;
