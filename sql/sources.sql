@@ -14,6 +14,20 @@ BEGIN
   END LOOP;
 END $$;
 
+-- Wait until a query returns true (other sessions' commits become visible).
+CREATE FUNCTION public.wait_until(condition text, seconds float8 DEFAULT 60)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE ok boolean;
+BEGIN
+  FOR i IN 1..(seconds * 20)::int LOOP
+    PERFORM pg_stat_clear_snapshot();   -- pg_stat_activity is otherwise frozen for the transaction
+    EXECUTE condition INTO ok;
+    IF ok THEN RETURN true; END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  RETURN false;
+END $$;
+
 CREATE FUNCTION public.gid(text) RETURNS bigint LANGUAGE sql IMMUTABLE
 AS $$ SELECT nullif(regexp_replace($1, '^.*/', ''), '')::bigint $$;
 

@@ -445,9 +445,10 @@ shopify_graphql(SyncContext *ctx, const char *query, const char *variables, int 
 			if (renewed)
 				config_error(psprintf("Shopify refused a fresh access token for store \"%s\"", ctx->store),
 							 excerpt(answer.data, answer.len), SHOPIFY_HINT_CREDENTIALS);
-			/* an expired or revoked token: get a new one, once, at no retry cost */
+			/* an expired or revoked token: get a new one, once */
 			renewed = true;
 			ctx->access_token = NULL;
+			ctx->retries++;
 			continue;
 		}
 		else if (res.status == 200)

@@ -133,7 +133,7 @@ load_source(SyncContext *ctx, bool *paused, bool *backfill)
 	MemoryContext old;
 
 	if (SPI_execute_with_args("SELECT s.store, s.api_version, s.client_id, k.client_secret, k.access_token, "
-							  "k.token_obtained_at, k.token_expires_at, s.connected_at, s.paused, st.phase "
+							  "k.token_obtained_at, k.token_expires_at, s.connected_at, s.paused, st.phase, s.name "
 							  "FROM converge.source_settings s JOIN converge.source_secrets k ON k.source_id = s.id "
 							  "JOIN converge.sync_state st ON st.source_id = s.id WHERE s.id = $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -157,8 +157,21 @@ load_source(SyncContext *ctx, bool *paused, bool *backfill)
 	ctx->connected_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 	*paused = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	*backfill = strcmp(SPI_getvalue(tup, desc, 10), "backfill") == 0;
+	ctx->name = SPI_getvalue(tup, desc, 11);
 	MemoryContextSwitchTo(old);
 	return true;
+}
+
+static char *
+source_name(int64 source_id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(source_id)};
+
+	if (SPI_execute_with_args("SELECT name FROM converge.source_settings WHERE id = $1",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return psprintf(INT64_FORMAT, source_id);
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 static bool
@@ -204,7 +217,7 @@ record_failure(SyncContext *ctx, ErrorData *edata)
 				1, types, values, NULL);
 	ereport(WARNING,
 			(errcode(edata->sqlerrcode),
-			 errmsg("converge: source " INT64_FORMAT ": %s", ctx->source_id, edata->message),
+			 errmsg("converge: source \"%s\": %s", ctx->name, edata->message),
 			 edata->detail ? errdetail("%s", edata->detail) : 0,
 			 edata->hint ? errhint("%s", edata->hint) : 0));
 }
@@ -361,11 +374,17 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 		{
 			if (manual)
 				ereport(NOTICE,
-						(errmsg("source " INT64_FORMAT " is paused", source_id),
-						 errhint("converge.resume_source(" INT64_FORMAT ") resumes it.", source_id)));
+						(errmsg("source \"%s\" is paused", ctx->name),
+						 errhint("converge.resume_source(source) resumes it.")));
 		}
 		else
 		{
+			Oid			types[1] = {INT8OID};
+			Datum		values[1] = {Int64GetDatum(source_id)};
+
+			/* a run left open holds no lock now: its backend died */
+			exec_update("UPDATE converge.sync_runs SET outcome = 'interrupted', finished_at = clock_timestamp() "
+						"WHERE source_id = $1 AND finished_at IS NULL", 1, types, values, NULL);
 			run_id = start_run(ctx, backfill ? "backfill" : "incremental");
 			commit_if(nonatomic);
 
@@ -442,7 +461,7 @@ converge_sync(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	if (!run_pass(source_id, pass_deadline(), nonatomic, true))
 		ereport(NOTICE,
-				(errmsg("source " INT64_FORMAT " is being synced by another session", source_id),
+				(errmsg("source \"%s\" is being synced by another session", source_name(source_id)),
 				 errdetail("Only one pass per source runs at a time; this one did nothing.")));
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -19,6 +19,7 @@ typedef struct SyncContext
 {
 	int64		source_id;
 	MemoryContext cxt;			/* lives across the pass's commits */
+	char	   *name;
 	char	   *store;			/* validated handle */
 	char	   *api_version;
 	char	   *client_id;
