@@ -21,7 +21,7 @@ DATA = sql/converge--0.1.0.sql
 PGFILEDESC = "converge - Shopify orders and refunds as purchase events"
 
 REGRESS = install store_handle base_url sales_channel channel_mappings \
-	webhook_hmac oauth_hmac dump_restore sources sync_backfill sync_incremental sync_faults sync_config sync_crash schedule
+	webhook_hmac oauth_hmac dump_restore json_parser sources sync_backfill sync_incremental sync_faults sync_config sync_crash schedule
 REGRESS_OPTS = --dbname=contrib_regression
 
 PG_CPPFLAGS = -Isrc

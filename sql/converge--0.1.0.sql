@@ -132,6 +132,17 @@ COMMENT ON FUNCTION converge.verify_oauth_hmac(text, text, interval) IS
   'As verify_oauth_hmac(text, text), and the timestamp parameter must be within max_age of now (Shopify''s SDKs use 90 seconds)';
 
 ------------------------------------------------------------------------------
+-- The JSON parser the sync uses (strict, never half-accepts), for tests
+------------------------------------------------------------------------------
+
+CREATE FUNCTION converge._parse_json(json text)
+RETURNS jsonb
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'converge_parse_json';
+COMMENT ON FUNCTION converge._parse_json(text) IS
+  'Internal: the JSON parser of the sync (same result as ::jsonb, errors as 22P02)';
+
+------------------------------------------------------------------------------
 -- Sources: one Shopify store each
 ------------------------------------------------------------------------------
 

@@ -68,29 +68,28 @@ typedef struct BatchParam
 static BatchParam params[128];
 static int	nparams;
 
+/* A subquery that zips the array parameters of a table's columns into rows. */
 static void
-add_unnest(StringInfo sql, const TableMapping *m, const char *alias)
+add_rows(StringInfo sql, const TableMapping *m, const char *alias)
 {
 	int			i;
 	int			w = width(m);
 
-	appendStringInfoString(sql, "unnest(");
+	/* unnest() in the select list streams (ProjectSet); in FROM it is materialized */
+	appendStringInfoString(sql, "(SELECT ");
 	for (i = 0; i < w; i++)
 	{
 		Oid			type = i < m->nfields ? field_type(m->fields[i].kind) : (i == m->nfields ? TEXTOID : JSONBOID);
+		const char *name = i < m->nfields ? m->fields[i].column : (i == m->nfields ? "sales_channel" : "data");
 
 		params[nparams].elemtype = type;
 		params[nparams].m = m;
 		params[nparams].col = i;
 		nparams++;
-		appendStringInfo(sql, "%s$%d::%s[]", i > 0 ? ", " : "", nparams + 1, format_type_be(type));
+		appendStringInfo(sql, "%sunnest($%d::%s[]) AS %s", i > 0 ? ", " : "", nparams + 1,
+						 format_type_be(type), name);
 	}
-	appendStringInfo(sql, ") AS %s(", alias);
-	for (i = 0; i < m->nfields; i++)
-		appendStringInfo(sql, "%s%s", i > 0 ? ", " : "", m->fields[i].column);
-	if (m == &order_mapping)
-		appendStringInfoString(sql, ", sales_channel, data");
-	appendStringInfoChar(sql, ')');
+	appendStringInfo(sql, ") AS %s", alias);
 }
 
 static void
@@ -122,15 +121,17 @@ add_updates(StringInfo sql, const TableMapping *m)
 static void
 add_children(StringInfo sql, const TableMapping *m, const char *name)
 {
+	/* a new order has no children to replace */
 	appendStringInfo(sql, ", %s_gone AS (DELETE FROM converge.%s x USING o "
-					 "WHERE x.source_id = $1 AND x.order_id = o.order_id AND x.%s <> ALL ($%d::int8[]))",
+					 "WHERE NOT o.inserted AND x.source_id = $1 AND x.order_id = o.order_id "
+					 "AND x.%s <> ALL ($%d::int8[]))",
 					 name, m->table, m->key, nparams + 2 + column_index(m, m->key));
 	appendStringInfo(sql, ", %s AS (INSERT INTO converge.%s AS t (source_id", name, m->table);
 	add_columns(sql, m, "");
 	appendStringInfoString(sql, ") SELECT $1");
 	add_columns(sql, m, "u.");
 	appendStringInfoString(sql, " FROM ");
-	add_unnest(sql, m, "u");
+	add_rows(sql, m, "u");
 	appendStringInfo(sql, " WHERE u.order_id IN (SELECT order_id FROM o) ON CONFLICT (source_id, %s) DO UPDATE SET ",
 					 m->key);
 	add_updates(sql, m);
@@ -156,14 +157,14 @@ prepare_flush(void)
 	appendStringInfoString(&sql, ", u.sales_channel, u.data, "
 						   "ARRAY(SELECT jsonb_array_elements_text(u.data->'tags')), "
 						   "ARRAY(SELECT jsonb_array_elements_text(u.data->'discountCodes')), now() FROM ");
-	add_unnest(&sql, &order_mapping, "u");
+	add_rows(&sql, &order_mapping, "u");
 	appendStringInfoString(&sql, " ON CONFLICT (source_id, order_id) DO UPDATE SET ");
 	add_updates(&sql, &order_mapping);
 	appendStringInfoString(&sql, ", sales_channel = EXCLUDED.sales_channel, data = EXCLUDED.data, "
 						   "tags = EXCLUDED.tags, discount_codes = EXCLUDED.discount_codes, synced_at = EXCLUDED.synced_at "
 						   "WHERE t.updated_at < EXCLUDED.updated_at OR "
 						   "(t.updated_at = EXCLUDED.updated_at AND t.data IS DISTINCT FROM EXCLUDED.data) "
-						   "RETURNING t.order_id)");
+						   "RETURNING t.order_id, t.xmax = 0 AS inserted)");
 	add_children(&sql, &line_item_mapping, "li");
 	add_children(&sql, &refund_mapping, "r");
 	add_children(&sql, &refund_line_item_mapping, "rli");
@@ -475,14 +476,23 @@ ingest_discard_order(IngestBatch *b)
 	b->order_id = -1;
 }
 
+/*
+ * One memory context serves every batch of the backend: reset, never freed,
+ * so a batch reuses the pages of the one before (flat memory, no page faults
+ * for every batch).
+ */
+static MemoryContext batch_context = NULL;
+
 void
 ingest_begin(IngestBatch *b, int64 source_id)
 {
 	memset(b, 0, sizeof(*b));
 	b->source_id = source_id;
 	b->order_id = -1;
-	b->cxt = AllocSetContextCreate(CurrentMemoryContext, "converge ingest batch",
-								   ALLOCSET_DEFAULT_SIZES);
+	if (batch_context == NULL)
+		batch_context = AllocSetContextCreate(TopMemoryContext, "converge ingest batch",
+											  16 * 1024 * 1024, 1024 * 1024, 16 * 1024 * 1024);
+	b->cxt = batch_context;
 }
 
 int
@@ -568,7 +578,7 @@ void
 ingest_end(IngestBatch *b)
 {
 	if (b->cxt)
-		MemoryContextDelete(b->cxt);
+		MemoryContextReset(b->cxt);
 	b->cxt = NULL;
 }
 

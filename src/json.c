@@ -5,15 +5,19 @@
  *
  * Responses and export lines come from outside and may be malformed or cut
  * short.  jsonb_in would ereport, which in the middle of a sync would lose
- * the batch's context; json_parse instead runs PostgreSQL's own lexer and
- * parser (which report errors as values) and builds the Jsonb directly, so a
- * bad line is one parse for a good one and an error message for a bad one.
+ * the batch's context, and it is the hot spot of a backfill (its lexer
+ * copies every string character by character).  json_parse is a strict
+ * RFC 8259 parser that reports errors as values and builds the Jsonb value
+ * tree directly: strings without escapes are not copied until the Jsonb is
+ * formed, objects are sorted once.  It accepts what jsonb_in accepts and
+ * refuses what it refuses (\u0000 included), except nesting deeper than
+ * 1000 levels, which it refuses rather than recursing further.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "common/jsonapi.h"
+#include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -22,137 +26,440 @@
 
 #include "json.h"
 
-typedef struct BuildState
-{
-	JsonbParseState *parse_state;
-	JsonbValue *result;
-} BuildState;
+#define MAX_DEPTH 1000			/* far deeper than any order; bounds the recursion */
 
-static void
-build_object_start(void *state)
+typedef struct Parser
 {
-	BuildState *s = state;
+	const char *p;
+	const char *end;
+	int			depth;
+	const char *error;
+} Parser;
 
-	s->result = pushJsonbValue(&s->parse_state, WJB_BEGIN_OBJECT, NULL);
+static bool parse_value(Parser *ps, JsonbValue *v);
+
+static inline void
+skip_ws(Parser *ps)
+{
+	while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+		ps->p++;
 }
 
-static void
-build_object_end(void *state)
+static bool
+fail(Parser *ps, const char *error)
 {
-	BuildState *s = state;
-
-	s->result = pushJsonbValue(&s->parse_state, WJB_END_OBJECT, NULL);
+	if (ps->error == NULL)
+		ps->error = error;
+	return false;
 }
 
-static void
-build_array_start(void *state)
+static int
+hex4(const char *s)
 {
-	BuildState *s = state;
+	int			v = 0;
+	int			i;
 
-	s->result = pushJsonbValue(&s->parse_state, WJB_BEGIN_ARRAY, NULL);
-}
-
-static void
-build_array_end(void *state)
-{
-	BuildState *s = state;
-
-	s->result = pushJsonbValue(&s->parse_state, WJB_END_ARRAY, NULL);
-}
-
-static void
-build_field(void *state, char *fname, bool isnull)
-{
-	BuildState *s = state;
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.len = strlen(fname);
-	v.val.string.val = fname;
-	s->result = pushJsonbValue(&s->parse_state, WJB_KEY, &v);
-}
-
-static void
-build_scalar(void *state, char *token, JsonTokenType type)
-{
-	BuildState *s = state;
-	JsonbValue	v;
-
-	switch (type)
+	for (i = 0; i < 4; i++)
 	{
-		case JSON_TOKEN_STRING:
-			v.type = jbvString;
-			v.val.string.len = strlen(token);
-			v.val.string.val = token;
+		char		c = s[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+/*
+ * A string.  Without escapes it points into the input (the Jsonb is built
+ * before the input is released); with escapes it is decoded into a copy.
+ */
+static bool
+parse_string(Parser *ps, char **out, int *outlen)
+{
+	const char *start = ++ps->p;	/* after the quote */
+	const char *q = start;
+	bool		high = false;
+	bool		escapes = false;
+	char	   *buf;
+	char	   *w;
+
+	for (;;)
+	{
+		unsigned char c;
+
+		if (q >= ps->end)
+			return fail(ps, "unterminated string");
+		c = (unsigned char) *q;
+		if (c == '"')
 			break;
-		case JSON_TOKEN_NUMBER:
-			v.type = jbvNumeric;
-			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																CStringGetDatum(token),
-																ObjectIdGetDatum(InvalidOid),
-																Int32GetDatum(-1)));
-			break;
-		case JSON_TOKEN_TRUE:
-		case JSON_TOKEN_FALSE:
-			v.type = jbvBool;
-			v.val.boolean = (type == JSON_TOKEN_TRUE);
-			break;
-		default:
-			v.type = jbvNull;
-			break;
+		if (c < 0x20)
+			return fail(ps, "control character in a string");
+		if (c == '\\')
+		{
+			escapes = true;
+			if (q + 1 >= ps->end)
+				return fail(ps, "unterminated string");
+			q += 2;
+			continue;
+		}
+		if (c >= 0x80)
+			high = true;
+		q++;
+	}
+	if (high && !pg_verify_mbstr(PG_UTF8, start, q - start, true))
+		return fail(ps, "invalid UTF-8 in a string");
+	ps->p = q + 1;
+	if (!escapes)
+	{
+		*out = (char *) start;
+		*outlen = q - start;
+		return true;
 	}
 
-	if (s->parse_state == NULL)
+	buf = w = palloc(q - start + 1);
+	for (const char *r = start; r < q;)
 	{
-		/* a bare scalar document is stored as a one-element raw array */
-		JsonbValue	va;
+		if (*r != '\\')
+		{
+			*w++ = *r++;
+			continue;
+		}
+		r++;
+		switch (*r)
+		{
+			case '"':
+			case '\\':
+			case '/':
+				*w++ = *r++;
+				break;
+			case 'b':
+				*w++ = '\b', r++;
+				break;
+			case 'f':
+				*w++ = '\f', r++;
+				break;
+			case 'n':
+				*w++ = '\n', r++;
+				break;
+			case 'r':
+				*w++ = '\r', r++;
+				break;
+			case 't':
+				*w++ = '\t', r++;
+				break;
+			case 'u':
+				{
+					int			cp;
 
-		va.type = jbvArray;
-		va.val.array.rawScalar = true;
-		va.val.array.nElems = 1;
-		s->result = pushJsonbValue(&s->parse_state, WJB_BEGIN_ARRAY, &va);
-		s->result = pushJsonbValue(&s->parse_state, WJB_ELEM, &v);
-		s->result = pushJsonbValue(&s->parse_state, WJB_END_ARRAY, NULL);
+					if (q - r < 5 || (cp = hex4(r + 1)) < 0)
+						return fail(ps, "invalid \\u escape");
+					r += 5;
+					if (cp >= 0xD800 && cp <= 0xDBFF)
+					{
+						int			lo;
+
+						if (q - r < 6 || r[0] != '\\' || r[1] != 'u' ||
+							(lo = hex4(r + 2)) < 0xDC00 || lo > 0xDFFF)
+							return fail(ps, "invalid surrogate pair");
+						cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+						r += 6;
+					}
+					else if (cp >= 0xDC00 && cp <= 0xDFFF)
+						return fail(ps, "invalid surrogate pair");
+					if (cp == 0)
+						return fail(ps, "\\u0000 cannot be stored");
+					unicode_to_utf8((pg_wchar) cp, (unsigned char *) w);
+					w += pg_utf_mblen((unsigned char *) w);
+					break;
+				}
+			default:
+				return fail(ps, "invalid escape in a string");
+		}
 	}
-	else if (s->parse_state->contVal.type == jbvArray)
-		s->result = pushJsonbValue(&s->parse_state, WJB_ELEM, &v);
+	*out = buf;
+	*outlen = w - buf;
+	return true;
+}
+
+static bool
+parse_number(Parser *ps, JsonbValue *v)
+{
+	const char *start = ps->p;
+	const char *q = start;
+	bool		integer = true;
+	char	   *text;
+
+	if (q < ps->end && *q == '-')
+		q++;
+	if (q >= ps->end || *q < '0' || *q > '9')
+		return fail(ps, "invalid number");
+	if (*q == '0')
+		q++;
 	else
-		s->result = pushJsonbValue(&s->parse_state, WJB_VALUE, &v);
+		while (q < ps->end && *q >= '0' && *q <= '9')
+			q++;
+	if (q < ps->end && *q == '.')
+	{
+		integer = false;
+		q++;
+		if (q >= ps->end || *q < '0' || *q > '9')
+			return fail(ps, "invalid number");
+		while (q < ps->end && *q >= '0' && *q <= '9')
+			q++;
+	}
+	if (q < ps->end && (*q == 'e' || *q == 'E'))
+	{
+		integer = false;
+		q++;
+		if (q < ps->end && (*q == '+' || *q == '-'))
+			q++;
+		if (q >= ps->end || *q < '0' || *q > '9')
+			return fail(ps, "invalid number");
+		while (q < ps->end && *q >= '0' && *q <= '9')
+			q++;
+	}
+	ps->p = q;
+	v->type = jbvNumeric;
+	if (integer && q - start <= 18)
+	{
+		int64		n = 0;
+		const char *r = start + (*start == '-');
+
+		for (; r < q; r++)
+			n = n * 10 + (*r - '0');
+		v->val.numeric = int64_to_numeric(*start == '-' ? -n : n);
+		return true;
+	}
+	text = pnstrdup(start, q - start);
+	v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
+														 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	return true;
+}
+
+static bool
+literal(Parser *ps, const char *word, int len)
+{
+	if (ps->end - ps->p < len || memcmp(ps->p, word, len) != 0)
+		return fail(ps, "invalid literal");
+	ps->p += len;
+	return true;
+}
+
+/* jsonb's key order: shorter keys first, then bytewise */
+static int
+pair_cmp(const void *a, const void *b)
+{
+	const JsonbPair *pa = a;
+	const JsonbPair *pb = b;
+
+	if (pa->key.val.string.len != pb->key.val.string.len)
+		return pa->key.val.string.len > pb->key.val.string.len ? 1 : -1;
+	{
+		int			r = memcmp(pa->key.val.string.val, pb->key.val.string.val, pa->key.val.string.len);
+
+		/* equal keys: the later one wins, as in jsonb_in */
+		return r != 0 ? r : (pa->order > pb->order ? 1 : -1);
+	}
+}
+
+static bool
+parse_object(Parser *ps, JsonbValue *v)
+{
+	int			n = 0;
+	int			cap = 16;
+	JsonbPair  *pairs = palloc(sizeof(JsonbPair) * cap);
+
+	ps->p++;
+	skip_ws(ps);
+	if (ps->p < ps->end && *ps->p == '}')
+		ps->p++;
+	else
+	{
+		for (;;)
+		{
+			skip_ws(ps);
+			if (ps->p >= ps->end || *ps->p != '"')
+				return fail(ps, "expected a key");
+			if (n == cap)
+			{
+				cap *= 2;
+				pairs = repalloc(pairs, sizeof(JsonbPair) * cap);
+			}
+			pairs[n].key.type = jbvString;
+			if (!parse_string(ps, &pairs[n].key.val.string.val, &pairs[n].key.val.string.len))
+				return false;
+			skip_ws(ps);
+			if (ps->p >= ps->end || *ps->p != ':')
+				return fail(ps, "expected ':'");
+			ps->p++;
+			if (!parse_value(ps, &pairs[n].value))
+				return false;
+			pairs[n].order = n;
+			n++;
+			skip_ws(ps);
+			if (ps->p < ps->end && *ps->p == ',')
+			{
+				ps->p++;
+				continue;
+			}
+			if (ps->p < ps->end && *ps->p == '}')
+			{
+				ps->p++;
+				break;
+			}
+			return fail(ps, "expected ',' or '}'");
+		}
+	}
+
+	if (n > 1)
+	{
+		int			i;
+		int			kept = 0;
+
+		qsort(pairs, n, sizeof(JsonbPair), pair_cmp);
+		for (i = 0; i < n; i++)
+		{
+			if (i + 1 < n && pairs[i].key.val.string.len == pairs[i + 1].key.val.string.len &&
+				memcmp(pairs[i].key.val.string.val, pairs[i + 1].key.val.string.val,
+					   pairs[i].key.val.string.len) == 0)
+				continue;		/* a duplicate key: the last one is kept */
+			pairs[kept++] = pairs[i];
+		}
+		n = kept;
+	}
+	v->type = jbvObject;
+	v->val.object.nPairs = n;
+	v->val.object.pairs = pairs;
+	return true;
+}
+
+static bool
+parse_array(Parser *ps, JsonbValue *v)
+{
+	int			n = 0;
+	int			cap = 8;
+	JsonbValue *elems = palloc(sizeof(JsonbValue) * cap);
+
+	ps->p++;
+	skip_ws(ps);
+	if (ps->p < ps->end && *ps->p == ']')
+		ps->p++;
+	else
+	{
+		for (;;)
+		{
+			if (n == cap)
+			{
+				cap *= 2;
+				elems = repalloc(elems, sizeof(JsonbValue) * cap);
+			}
+			if (!parse_value(ps, &elems[n]))
+				return false;
+			n++;
+			skip_ws(ps);
+			if (ps->p < ps->end && *ps->p == ',')
+			{
+				ps->p++;
+				continue;
+			}
+			if (ps->p < ps->end && *ps->p == ']')
+			{
+				ps->p++;
+				break;
+			}
+			return fail(ps, "expected ',' or ']'");
+		}
+	}
+	v->type = jbvArray;
+	v->val.array.nElems = n;
+	v->val.array.elems = elems;
+	v->val.array.rawScalar = false;
+	return true;
+}
+
+static bool
+parse_value(Parser *ps, JsonbValue *v)
+{
+	bool		ok;
+
+	skip_ws(ps);
+	if (ps->p >= ps->end)
+		return fail(ps, "unexpected end of input");
+	switch (*ps->p)
+	{
+		case '{':
+			if (++ps->depth > MAX_DEPTH)
+				return fail(ps, "nested too deeply");
+			ok = parse_object(ps, v);
+			ps->depth--;
+			return ok;
+		case '[':
+			if (++ps->depth > MAX_DEPTH)
+				return fail(ps, "nested too deeply");
+			ok = parse_array(ps, v);
+			ps->depth--;
+			return ok;
+		case '"':
+			v->type = jbvString;
+			return parse_string(ps, &v->val.string.val, &v->val.string.len);
+		case 't':
+			v->type = jbvBool;
+			v->val.boolean = true;
+			return literal(ps, "true", 4);
+		case 'f':
+			v->type = jbvBool;
+			v->val.boolean = false;
+			return literal(ps, "false", 5);
+		case 'n':
+			v->type = jbvNull;
+			return literal(ps, "null", 4);
+		default:
+			return parse_number(ps, v);
+	}
 }
 
 /*
  * Parse JSON text into a Jsonb.  On a syntax error (including a document cut
- * short) return NULL and set *error; never ereport for bad input.
+ * short) return NULL and set *error; never ereport for bad input.  The text
+ * need not be NUL-terminated.
  */
 Jsonb *
 json_parse(char *text, int len, char **error)
 {
-	JsonLexContext *lex = makeJsonLexContextCstringLen(text, len, PG_UTF8, true);
-	BuildState	state = {0};
-	JsonSemAction sem = {0};
-	JsonParseErrorType rc;
+	Parser		ps = {text, text + len, 0, NULL};
+	JsonbValue	root;
 
-	sem.semstate = &state;
-	sem.object_start = build_object_start;
-	sem.object_end = build_object_end;
-	sem.array_start = build_array_start;
-	sem.array_end = build_array_end;
-	sem.object_field_start = build_field;
-	sem.scalar = build_scalar;
-
-	rc = pg_parse_json(lex, &sem);
-	if (rc != JSON_SUCCESS)
+	if (!parse_value(&ps, &root))
 	{
-		*error = json_errdetail(rc, lex);
+		*error = psprintf("%s at byte %d", ps.error, (int) (ps.p - text));
 		return NULL;
 	}
-	if (state.result == NULL)
+	skip_ws(&ps);
+	if (ps.p != ps.end)
 	{
-		*error = pstrdup("The input is empty.");
+		*error = psprintf("unexpected text after the JSON value at byte %d", (int) (ps.p - text));
 		return NULL;
 	}
 	*error = NULL;
-	return JsonbValueToJsonb(state.result);
+	if (root.type != jbvObject && root.type != jbvArray)
+	{
+		/* a bare scalar is stored as a one-element raw array */
+		JsonbValue *scalar = palloc(sizeof(JsonbValue));
+
+		*scalar = root;
+		root.type = jbvArray;
+		root.val.array.nElems = 1;
+		root.val.array.elems = scalar;
+		root.val.array.rawScalar = true;
+	}
+	return JsonbValueToJsonb(&root);
 }
 
 /* The value of key in object c, or NULL when absent or JSON null. */
@@ -365,4 +672,21 @@ gid_to_id(const char *gid)
 		id = id * 10 + (*p - '0');
 	}
 	return id;
+}
+
+PG_FUNCTION_INFO_V1(converge_parse_json);
+
+/* converge._parse_json(text) returns jsonb: the sync's parser, for tests */
+Datum
+converge_parse_json(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+	char	   *error;
+	Jsonb	   *doc = json_parse(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &error);
+
+	if (doc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid JSON: %s", error)));
+	PG_RETURN_JSONB_P(doc);
 }
