@@ -186,6 +186,7 @@ CREATE TABLE converge.sync_state (
   bulk_operation_id     text,
   bulk_status           text,
   bulk_started_at       timestamptz,
+  bulk_ready_at         timestamptz,
   bulk_url              text,
   bulk_object_count     bigint,
   bulk_file_size        bigint,

@@ -255,7 +255,7 @@ poll_export(SyncContext *ctx, BulkState *st)
 		values[3] = Int64GetDatum(size ? strtoll(size, NULL, 10) : 0);
 		values[4] = CStringGetTextDatum(status);
 		exec_state("UPDATE converge.sync_state SET bulk_url = $2, bulk_object_count = $3, bulk_file_size = $4, "
-				   "bulk_status = $5 WHERE source_id = $1", 5, types, values, nulls);
+				   "bulk_status = $5, bulk_ready_at = clock_timestamp() WHERE source_id = $1", 5, types, values, nulls);
 		return true;
 	}
 	if (strcmp(status, "FAILED") == 0 || strcmp(status, "EXPIRED") == 0 || strcmp(status, "CANCELED") == 0)
@@ -304,7 +304,7 @@ finish_backfill(SyncContext *ctx)
 		http_stream_end(ctx->download);
 		ctx->download = NULL;
 	}
-	exec_state("UPDATE converge.sync_state SET phase = 'incremental', backfill_completed_at = now(), "
+	exec_state("UPDATE converge.sync_state SET phase = 'incremental', backfill_completed_at = clock_timestamp(), "
 			   "cursor_updated_at = coalesce(cursor_updated_at, bulk_started_at), bulk_attempts = 0, "
 			   "bulk_status = 'LOADED', error_kind = NULL, last_success_at = now() WHERE source_id = $1",
 			   1, types, values, NULL);

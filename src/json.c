@@ -34,6 +34,13 @@ typedef struct Parser
 	const char *end;
 	int			depth;
 	const char *error;
+	/* members of the objects and arrays being parsed, innermost last */
+	JsonbPair  *pairs;
+	int			npairs;
+	int			maxpairs;
+	JsonbValue *elems;
+	int			nelems;
+	int			maxelems;
 } Parser;
 
 static bool parse_value(Parser *ps, JsonbValue *v);
@@ -269,12 +276,16 @@ pair_cmp(const void *a, const void *b)
 	}
 }
 
+/*
+ * Members are collected on the parser's stacks and copied out at exact size
+ * when the container ends: a Shopify order has dozens of two-key objects,
+ * and a growing array per object would cost more than the whole document.
+ */
 static bool
 parse_object(Parser *ps, JsonbValue *v)
 {
-	int			n = 0;
-	int			cap = 16;
-	JsonbPair  *pairs = palloc(sizeof(JsonbPair) * cap);
+	int			base = ps->npairs;
+	int			n;
 
 	ps->p++;
 	skip_ws(ps);
@@ -284,25 +295,34 @@ parse_object(Parser *ps, JsonbValue *v)
 	{
 		for (;;)
 		{
+			JsonbPair  *pair;
+
 			skip_ws(ps);
 			if (ps->p >= ps->end || *ps->p != '"')
 				return fail(ps, "expected a key");
-			if (n == cap)
+			if (ps->npairs == ps->maxpairs)
 			{
-				cap *= 2;
-				pairs = repalloc(pairs, sizeof(JsonbPair) * cap);
+				ps->maxpairs *= 2;
+				ps->pairs = repalloc(ps->pairs, sizeof(JsonbPair) * ps->maxpairs);
 			}
-			pairs[n].key.type = jbvString;
-			if (!parse_string(ps, &pairs[n].key.val.string.val, &pairs[n].key.val.string.len))
+			pair = &ps->pairs[ps->npairs];
+			pair->key.type = jbvString;
+			if (!parse_string(ps, &pair->key.val.string.val, &pair->key.val.string.len))
 				return false;
 			skip_ws(ps);
 			if (ps->p >= ps->end || *ps->p != ':')
 				return fail(ps, "expected ':'");
 			ps->p++;
-			if (!parse_value(ps, &pairs[n].value))
-				return false;
-			pairs[n].order = n;
-			n++;
+			{
+				int			at = ps->npairs++;	/* claimed first: nested members go above it */
+				JsonbValue	value;
+
+				pair->order = at - base;
+				/* parsed aside: nested members may move the stack */
+				if (!parse_value(ps, &value))
+					return false;
+				ps->pairs[at].value = value;
+			}
 			skip_ws(ps);
 			if (ps->p < ps->end && *ps->p == ',')
 			{
@@ -318,8 +338,15 @@ parse_object(Parser *ps, JsonbValue *v)
 		}
 	}
 
+	n = ps->npairs - base;
+	v->type = jbvObject;
+	v->val.object.pairs = n > 0 ? palloc(sizeof(JsonbPair) * n) : NULL;
+	if (n > 0)
+		memcpy(v->val.object.pairs, &ps->pairs[base], sizeof(JsonbPair) * n);
+	ps->npairs = base;
 	if (n > 1)
 	{
+		JsonbPair  *pairs = v->val.object.pairs;
 		int			i;
 		int			kept = 0;
 
@@ -334,18 +361,15 @@ parse_object(Parser *ps, JsonbValue *v)
 		}
 		n = kept;
 	}
-	v->type = jbvObject;
 	v->val.object.nPairs = n;
-	v->val.object.pairs = pairs;
 	return true;
 }
 
 static bool
 parse_array(Parser *ps, JsonbValue *v)
 {
-	int			n = 0;
-	int			cap = 8;
-	JsonbValue *elems = palloc(sizeof(JsonbValue) * cap);
+	int			base = ps->nelems;
+	int			n;
 
 	ps->p++;
 	skip_ws(ps);
@@ -355,14 +379,19 @@ parse_array(Parser *ps, JsonbValue *v)
 	{
 		for (;;)
 		{
-			if (n == cap)
+			if (ps->nelems == ps->maxelems)
 			{
-				cap *= 2;
-				elems = repalloc(elems, sizeof(JsonbValue) * cap);
+				ps->maxelems *= 2;
+				ps->elems = repalloc(ps->elems, sizeof(JsonbValue) * ps->maxelems);
 			}
-			if (!parse_value(ps, &elems[n]))
-				return false;
-			n++;
+			{
+				int			at = ps->nelems++;
+				JsonbValue	value;
+
+				if (!parse_value(ps, &value))
+					return false;
+				ps->elems[at] = value;
+			}
 			skip_ws(ps);
 			if (ps->p < ps->end && *ps->p == ',')
 			{
@@ -377,10 +406,14 @@ parse_array(Parser *ps, JsonbValue *v)
 			return fail(ps, "expected ',' or ']'");
 		}
 	}
+	n = ps->nelems - base;
 	v->type = jbvArray;
 	v->val.array.nElems = n;
-	v->val.array.elems = elems;
+	v->val.array.elems = n > 0 ? palloc(sizeof(JsonbValue) * n) : NULL;
+	if (n > 0)
+		memcpy(v->val.array.elems, &ps->elems[base], sizeof(JsonbValue) * n);
 	v->val.array.rawScalar = false;
+	ps->nelems = base;
 	return true;
 }
 
@@ -433,8 +466,18 @@ parse_value(Parser *ps, JsonbValue *v)
 Jsonb *
 json_parse(char *text, int len, char **error)
 {
-	Parser		ps = {text, text + len, 0, NULL};
+	Parser		ps;
 	JsonbValue	root;
+	Jsonb	   *result;
+
+	memset(&ps, 0, sizeof(ps));
+	ps.p = text;
+	ps.end = text + len;
+
+	ps.maxpairs = 64;
+	ps.pairs = palloc(sizeof(JsonbPair) * ps.maxpairs);
+	ps.maxelems = 16;
+	ps.elems = palloc(sizeof(JsonbValue) * ps.maxelems);
 
 	if (!parse_value(&ps, &root))
 	{
@@ -459,7 +502,10 @@ json_parse(char *text, int len, char **error)
 		root.val.array.elems = scalar;
 		root.val.array.rawScalar = true;
 	}
-	return JsonbValueToJsonb(&root);
+	result = JsonbValueToJsonb(&root);
+	pfree(ps.pairs);
+	pfree(ps.elems);
+	return result;
 }
 
 /* The value of key in object c, or NULL when absent or JSON null. */
