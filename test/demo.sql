@@ -46,3 +46,45 @@ SELECT converge.verify_oauth_hmac(
        converge.verify_oauth_hmac(
   'code=some%20code%20goes%20here&shop=the%20shop%20URL&state=some%20nonce%20passed%20from%20auth&timestamp=1700000000'
   '&hmac=10207991f5c2c65c114b70a3c3544ce1d00a236ea4ab034793de0d6407be9165', 'my super secret key', '90 seconds') AS "valid and fresh (90 s)";
+
+\echo
+\echo '== A source: the mock store acme-eu (500 orders), connected with its Client ID and Secret'
+SET converge.bulk_poll_interval = '100ms';
+SELECT converge.create_source('Acme EU Store Backend', 'https://acme-eu.myshopify.com/', 'cid-acme-eu', 'secret-acme-eu') AS src \gset
+SELECT id, name, store, api_version, connected_at IS NOT NULL AS connected, has_token FROM converge.sources;
+
+\echo '== CALL converge.sync(source): the historical sync (one bulk export, streamed into the tables)'
+\timing on
+CALL converge.sync(:src);
+\timing off
+SELECT phase, orders, refunds, backfill_objects_loaded AS objects, api_requests, throttled, retries, scope_warning
+  FROM converge.sync_status;
+
+\echo '== New activity in the store: a POS order, an upsell on #1005, a refund on #1008, a tag and a cancellation'
+\! $MOCKCTL add-order acme-eu --source-name pos --items 2 > /dev/null
+\! $MOCKCTL upsell acme-eu '#1005' --items 1 > /dev/null
+\! $MOCKCTL refund acme-eu '#1008' > /dev/null
+\! $MOCKCTL tag acme-eu '#1010' --add Exclude
+\! $MOCKCTL cancel acme-eu '#1012' > /dev/null
+\echo '== The next pass reads only what changed (incremental, by updatedAt, with an overlap window)'
+CALL converge.sync(:src);
+SELECT id AS run, phase, outcome, orders_synced, refunds_synced, requests,
+       round(extract(epoch FROM finished_at - started_at)::numeric, 2) AS seconds
+  FROM converge.sync_runs ORDER BY id;
+
+\echo '== Orders with their sales channels'
+SELECT order_name, source_name, sales_channel, tags, total_price, presentment_currency AS currency,
+       total_price_shop, currency AS shop_currency,
+       (SELECT count(*) FROM converge.line_items l WHERE l.source_id = o.source_id AND l.order_id = o.order_id) AS items,
+       (SELECT count(*) FROM converge.refunds r WHERE r.source_id = o.source_id AND r.order_id = o.order_id) AS refunds,
+       cancelled_at IS NOT NULL AS cancelled
+  FROM converge.orders o
+ WHERE order_name IN ('#1001', '#1002', '#1003', '#1004', '#1005', '#1008', '#1010', '#1012', '#1501')
+ ORDER BY order_name;
+SELECT sales_channel, count(*) AS orders, sum(total_price_shop) AS revenue_shop_currency
+  FROM converge.orders GROUP BY 1 ORDER BY 2 DESC;
+
+\echo '== pg_cron keeps it running: converge.schedule()'
+SELECT * FROM converge.schedule();
+SELECT jobname, schedule, command FROM cron.job;
+SELECT * FROM converge.sync_status \gx
