@@ -7,6 +7,7 @@ OBJS = \
 	src/converge.o \
 	src/backfill.o \
 	src/channels.o \
+	src/export_loader.o \
 	src/hmac.o \
 	src/http.o \
 	src/incremental.o \
@@ -15,7 +16,8 @@ OBJS = \
 	src/order_mapping.o \
 	src/shopify_client.o \
 	src/store.o \
-	src/sync.o
+	src/sync.o \
+	src/workers.o
 
 DATA = sql/converge--0.1.0.sql
 PGFILEDESC = "converge - Shopify orders and refunds as purchase events"

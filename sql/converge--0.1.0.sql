@@ -190,8 +190,6 @@ CREATE TABLE converge.sync_state (
   bulk_url              text,
   bulk_object_count     bigint,
   bulk_file_size        bigint,
-  bulk_offset           bigint NOT NULL DEFAULT 0,
-  bulk_lines            bigint NOT NULL DEFAULT 0,
   bulk_attempts         integer NOT NULL DEFAULT 0,
   backfill_completed_at timestamptz,
   cursor_updated_at     timestamptz,
@@ -208,6 +206,20 @@ CREATE TABLE converge.sync_state (
   api_requests          bigint NOT NULL DEFAULT 0,
   throttled             bigint NOT NULL DEFAULT 0,
   retries               bigint NOT NULL DEFAULT 0
+);
+
+-- The export file of a backfill, cut into parts at order boundaries so that
+-- several processes can load it; each part's offset moves in the transaction
+-- that stores its rows.
+CREATE TABLE converge.backfill_parts (
+  source_id     bigint NOT NULL REFERENCES converge.source_settings (id) ON DELETE CASCADE,
+  part          integer NOT NULL,
+  start_offset  bigint NOT NULL,
+  end_offset    bigint,
+  next_offset   bigint NOT NULL,
+  lines         bigint NOT NULL DEFAULT 0,
+  done          boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (source_id, part)
 );
 
 ------------------------------------------------------------------------------
@@ -520,9 +532,10 @@ BEGIN
   PERFORM converge._source_or_error(source);
   UPDATE converge.sync_state
      SET phase = 'backfill', bulk_operation_id = NULL, bulk_status = NULL, bulk_started_at = NULL,
-         bulk_url = NULL, bulk_object_count = NULL, bulk_file_size = NULL, bulk_offset = 0, bulk_lines = 0,
+         bulk_ready_at = NULL, bulk_url = NULL, bulk_object_count = NULL, bulk_file_size = NULL,
          bulk_attempts = 0, backfill_completed_at = NULL, next_attempt_at = now(), error_kind = NULL
    WHERE source_id = source;
+  DELETE FROM converge.backfill_parts WHERE source_id = source;
 END $$;
 
 CREATE FUNCTION converge.drop_source(source bigint, drop_data boolean DEFAULT false)
@@ -574,10 +587,10 @@ SELECT s.id AS source_id, s.name, s.store,
               WHEN st.bulk_operation_id IS NOT NULL THEN 'exporting'
               ELSE 'starting' END
        END AS backfill_step,
-       st.bulk_lines AS backfill_objects_loaded,
+       p.lines AS backfill_objects_loaded,
        st.bulk_object_count AS backfill_objects_total,
        CASE WHEN st.phase = 'backfill' AND st.bulk_object_count > 0
-            THEN round(100.0 * st.bulk_lines / st.bulk_object_count, 1) END AS backfill_percent,
+            THEN round(100.0 * p.lines / st.bulk_object_count, 1) END AS backfill_percent,
        st.backfill_completed_at,
        (SELECT count(*) FROM converge.orders o WHERE o.source_id = s.id) AS orders,
        (SELECT count(*) FROM converge.refunds r WHERE r.source_id = s.id) AS refunds,
@@ -591,7 +604,9 @@ SELECT s.id AS source_id, s.name, s.store,
        st.api_requests, st.throttled, st.retries,
        st.api_version_seen
   FROM converge.source_settings s
-  JOIN converge.sync_state st ON st.source_id = s.id;
+  JOIN converge.sync_state st ON st.source_id = s.id
+  CROSS JOIN LATERAL (SELECT coalesce(sum(lines), 0)::bigint AS lines FROM converge.backfill_parts b
+                       WHERE b.source_id = s.id) p;
 COMMENT ON VIEW converge.sync_status IS
   'Per source: phase (backfilling with progress, incremental, paused, error), rows stored, last success, last error, API request, throttle and retry counts';
 
@@ -600,6 +615,7 @@ SELECT pg_catalog.pg_extension_config_dump('converge.source_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('converge.source_settings_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('converge.source_secrets', '');
 SELECT pg_catalog.pg_extension_config_dump('converge.sync_state', '');
+SELECT pg_catalog.pg_extension_config_dump('converge.backfill_parts', '');
 SELECT pg_catalog.pg_extension_config_dump('converge.orders', '');
 SELECT pg_catalog.pg_extension_config_dump('converge.line_items', '');
 SELECT pg_catalog.pg_extension_config_dump('converge.refunds', '');

@@ -5,17 +5,23 @@
 SELECT converge.create_source('Crash EU', 'crash-eu', 'cid-crash-eu', 'secret-crash-eu') AS src \gset
 \setenv CRASH_SRC :src
 
--- A pass in another session, committing every 200 orders.
-\! psql -X -q -d contrib_regression -c "SET converge.batch_size = 200" -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
-SELECT wait_until(format('SELECT bulk_offset > 0 FROM converge.sync_state WHERE source_id = %s', :src)) AS loading;
+-- A pass in another session, committing every 100 orders.
+\! psql -X -q -d contrib_regression -c "SET converge.batch_size = 100" -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
+SELECT wait_until(format('SELECT backfill_objects_loaded > 0 FROM converge.sync_status WHERE source_id = %s', :src)) AS loading;
 
 -- A second pass on the same source returns at once.
 CALL converge.sync(:src);
+-- the pass has a helper loading another part of the export
+SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'converge export loader')$$, 10) AS loader_running;
 
--- Kill the first one mid-backfill.
-SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
- WHERE query LIKE 'CALL converge.sync(%' AND pid <> pg_backend_pid();
-SELECT wait_until($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CALL converge.sync(%' AND pid <> pg_backend_pid())$$) AS gone;
+-- Kill it mid-backfill, and the export loader it started.
+SELECT count(*) FILTER (WHERE backend_type = 'converge export loader') AS loaders,
+       bool_and(pg_terminate_backend(pid)) AS killed
+  FROM pg_stat_activity
+ WHERE (query LIKE 'CALL converge.sync(%' OR backend_type = 'converge export loader') AND pid <> pg_backend_pid();
+SELECT wait_until($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                                        WHERE (query LIKE 'CALL converge.sync(%' OR backend_type = 'converge export loader')
+                                          AND pid <> pg_backend_pid())$$) AS gone;
 SELECT phase, backfill_objects_loaded > 0 AS partly_loaded, orders > 0 AND orders < 20000 AS partial_orders
   FROM converge.sync_status WHERE source_id = :src;
 
@@ -35,8 +41,8 @@ DELETE FROM converge.orders WHERE source_id = :src;
 DELETE FROM converge.line_items WHERE source_id = :src;
 DELETE FROM converge.refunds WHERE source_id = :src;
 DELETE FROM converge.refund_line_items WHERE source_id = :src;
-\! psql -X -q -d contrib_regression -c "SET converge.batch_size = 200" -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
-SELECT wait_until(format('SELECT bulk_offset > 0 FROM converge.sync_state WHERE source_id = %s', :src)) AS loading;
+\! psql -X -q -d contrib_regression -c "SET converge.batch_size = 100" -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
+SELECT wait_until(format('SELECT backfill_objects_loaded > 0 FROM converge.sync_status WHERE source_id = %s', :src)) AS loading;
 SELECT pg_cancel_backend(pid) AS cancelled FROM pg_stat_activity
  WHERE query LIKE 'CALL converge.sync(%' AND pid <> pg_backend_pid();
 SELECT wait_until($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CALL converge.sync(%' AND state = 'active' AND pid <> pg_backend_pid())$$) AS stopped;

@@ -6,12 +6,10 @@
  *
  * One step does one bounded thing and leaves converge.sync_state saying
  * what comes next: start the bulk operation (or adopt ours if one is already
- * running), poll it, or load the next batch of its JSONL file.  The file is
- * read as a stream with a bounded read-ahead, so the backend's memory does
- * not grow with the file; each batch of orders is written in the same
- * transaction as the byte offset after it, and a pass that was cut short
- * (timeout, crash, killed backend) resumes with an HTTP Range request from
- * that offset: nothing is skipped and nothing is stored twice.
+ * running), poll it, cut its JSONL file into parts, or load the next batch
+ * of a part (export_loader.c); background workers (workers.c) load the other
+ * parts at the same time.  When every part is loaded, the source moves on to
+ * incremental sync from the moment the export started.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,15 +28,13 @@
 #include "sync.h"
 
 #define MAX_BULK_ATTEMPTS 5		/* failed exports in a row before it is an error */
-#define READ_AHEAD (1024 * 1024)
 
 typedef struct BulkState
 {
 	char	   *operation_id;
 	char	   *status;
 	char	   *url;
-	int64		offset;
-	int64		lines;
+	int64		file_size;
 	int32		attempts;
 } BulkState;
 
@@ -70,7 +66,7 @@ load_state(SyncContext *ctx, BulkState *st)
 	TupleDesc	desc;
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT bulk_operation_id, bulk_status, bulk_url, bulk_offset, bulk_lines, bulk_attempts "
+	if (SPI_execute_with_args("SELECT bulk_operation_id, bulk_status, bulk_url, coalesce(bulk_file_size, 0), bulk_attempts "
 							  "FROM converge.sync_state WHERE source_id = $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "converge: no sync state for source " INT64_FORMAT, ctx->source_id);
@@ -79,9 +75,8 @@ load_state(SyncContext *ctx, BulkState *st)
 	st->operation_id = SPI_getvalue(tup, desc, 1);
 	st->status = SPI_getvalue(tup, desc, 2);
 	st->url = SPI_getvalue(tup, desc, 3);
-	st->offset = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-	st->lines = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-	st->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	st->file_size = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	st->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 }
 
 static void
@@ -98,13 +93,10 @@ restart_export(SyncContext *ctx, bool count_attempt)
 	Oid			types[2] = {INT8OID, BOOLOID};
 	Datum		values[2] = {Int64GetDatum(ctx->source_id), BoolGetDatum(count_attempt)};
 
-	if (ctx->download)
-	{
-		http_stream_end(ctx->download);
-		ctx->download = NULL;
-	}
-	exec_state("UPDATE converge.sync_state SET bulk_operation_id = NULL, bulk_status = NULL, bulk_url = NULL, "
-			   "bulk_object_count = NULL, bulk_file_size = NULL, bulk_offset = 0, bulk_lines = 0, "
+	export_release_part(ctx);
+	exec_state("WITH p AS (DELETE FROM converge.backfill_parts WHERE source_id = $1) "
+			   "UPDATE converge.sync_state SET bulk_operation_id = NULL, bulk_status = NULL, bulk_url = NULL, "
+			   "bulk_object_count = NULL, bulk_file_size = NULL, bulk_ready_at = NULL, "
 			   "bulk_attempts = bulk_attempts + CASE WHEN $2 THEN 1 ELSE 0 END WHERE source_id = $1",
 			   2, types, values, NULL);
 }
@@ -124,8 +116,9 @@ adopt_operation(SyncContext *ctx, JsonbContainer *op)
 	values[1] = CStringGetTextDatum(json_get_string(op, "id"));
 	values[2] = CStringGetTextDatum(json_get_string(op, "status") ? json_get_string(op, "status") : "CREATED");
 	values[3] = TimestampTzGetDatum(started);
-	exec_state("UPDATE converge.sync_state SET bulk_operation_id = $2, bulk_status = $3, bulk_started_at = $4, "
-			   "bulk_url = NULL, bulk_offset = 0, bulk_lines = 0 WHERE source_id = $1",
+	exec_state("WITH p AS (DELETE FROM converge.backfill_parts WHERE source_id = $1) "
+			   "UPDATE converge.sync_state SET bulk_operation_id = $2, bulk_status = $3, bulk_started_at = $4, "
+			   "bulk_url = NULL, bulk_ready_at = NULL WHERE source_id = $1",
 			   4, types, values, NULL);
 }
 
@@ -284,158 +277,16 @@ poll_export(SyncContext *ctx, BulkState *st)
 }
 
 static void
-save_progress(SyncContext *ctx, int64 offset, int64 lines)
-{
-	Oid			types[3] = {INT8OID, INT8OID, INT8OID};
-	Datum		values[3] = {Int64GetDatum(ctx->source_id), Int64GetDatum(offset), Int64GetDatum(lines)};
-
-	exec_state("UPDATE converge.sync_state SET bulk_offset = $2, bulk_lines = $3 WHERE source_id = $1",
-			   3, types, values, NULL);
-}
-
-static void
 finish_backfill(SyncContext *ctx)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(ctx->source_id)};
 
-	if (ctx->download)
-	{
-		http_stream_end(ctx->download);
-		ctx->download = NULL;
-	}
+	export_release_part(ctx);
 	exec_state("UPDATE converge.sync_state SET phase = 'incremental', backfill_completed_at = clock_timestamp(), "
 			   "cursor_updated_at = coalesce(cursor_updated_at, bulk_started_at), bulk_attempts = 0, "
 			   "bulk_status = 'LOADED', error_kind = NULL, last_success_at = now() WHERE source_id = $1",
 			   1, types, values, NULL);
-}
-
-typedef enum OpenResult
-{
-	OPEN_OK,
-	OPEN_FAILED,				/* try again after a delay */
-	OPEN_RESTARTED,				/* the file is gone: a new export was queued */
-} OpenResult;
-
-/* Open the export file at the committed offset. */
-static OpenResult
-open_download(SyncContext *ctx, BulkState *st)
-{
-	HttpRequest req = {0};
-	const HttpResult *res;
-	size_t		len;
-
-	req.method = "GET";
-	req.url = st->url;
-	req.range_from = st->offset;
-	ctx->download = http_stream_start(&req);
-	ctx->download_offset = st->offset;
-	ctx->requests++;
-
-	(void) http_stream_fill(ctx->download, 1);
-	res = http_stream_result(ctx->download);
-	(void) http_stream_data(ctx->download, &len);
-
-	if (res->status == 206 && res->range_start == st->offset)
-		return OPEN_OK;
-	if (res->status == 200)
-	{
-		/* the server ignored the range: skip what is already loaded */
-		int64		skip = st->offset;
-
-		while (skip > 0)
-		{
-			size_t		n;
-
-			(void) http_stream_data(ctx->download, &len);
-			n = Min((int64) len, skip);
-			http_stream_consume(ctx->download, n);
-			skip -= n;
-			if (skip > 0 && !http_stream_fill(ctx->download, READ_AHEAD))
-			{
-				(void) http_stream_data(ctx->download, &len);
-				if (len == 0)
-					break;		/* the file is shorter than the offset */
-			}
-		}
-		if (skip == 0)
-			return OPEN_OK;
-	}
-
-	if (res->status == 403 || res->status == 404 || res->status == 410 ||
-		(res->status == 416 && st->offset > 0))
-	{
-		/* the signed link expired (or the file is gone): export again */
-		record_sync_error(ctx->source_id, "bulk_download",
-						  psprintf("the export file could not be read (HTTP %ld)", res->status), st->url, NULL, 0);
-		restart_export(ctx, false);
-		return OPEN_RESTARTED;
-	}
-	record_sync_error(ctx->source_id, "bulk_download", "reading the export file failed",
-					  psprintf("HTTP %ld %s", res->status, res->error), NULL, 0);
-	http_stream_end(ctx->download);
-	ctx->download = NULL;
-	ctx->retries++;
-	return OPEN_FAILED;
-}
-
-/* Route one JSONL line into the batch. */
-static void
-load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_parent)
-{
-	char	   *error = NULL;
-	Jsonb	   *doc = json_parse(line, len, &error);
-	JsonbContainer *obj;
-	char	   *parent;
-	char	   *id;
-
-	if (doc == NULL || !JsonContainerIsObject(&doc->root))
-	{
-		record_sync_error(ctx->source_id, "bad_line", "malformed line in the bulk export",
-						  error, line, len);
-		b->bad_rows++;
-		return;
-	}
-	obj = &doc->root;
-	parent = json_get_string(obj, "__parentId");
-	if (parent == NULL)
-	{
-		if (!ingest_order(b, doc, obj, true, &error))
-		{
-			record_sync_error(ctx->source_id, "bad_order", "order left out: it cannot be read whole",
-							  error, line, len);
-			*skip_parent = gid_to_id(json_get_string(obj, "id"));
-		}
-		else
-			*skip_parent = -1;
-		return;
-	}
-
-	/* a child of an order already left out is left out with it */
-	id = json_get_string(obj, "id");
-	if (*skip_parent >= 0 && gid_to_id(parent) == *skip_parent)
-		return;
-	if (id && strstr(id, "/RefundLineItem/") != NULL)
-	{
-		if (ingest_refund_line_item(b, gid_to_id(parent), obj, &error))
-			return;
-	}
-	else if (b->order_id >= 0 && gid_to_id(parent) == b->order_id)
-	{
-		if (ingest_line_item(b, obj, &error))
-			return;
-	}
-	else
-		error = psprintf("its parent %s is not the order before it", parent);
-
-	record_sync_error(ctx->source_id, "bad_order", "order left out: one of its lines cannot be used",
-					  error, line, len);
-	b->bad_rows++;
-	if (b->order_id >= 0)
-	{
-		*skip_parent = b->order_id;
-		ingest_discard_order(b);
-	}
 }
 
 /* After a failed read of the export: retry after a delay, a bounded number of times per pass. */
@@ -452,121 +303,53 @@ download_failed(SyncContext *ctx)
 	return sync_sleep(ctx, backoff_seconds(ctx->download_failures - 1));
 }
 
-/*
- * Load up to one batch of orders from the export, ending at an order
- * boundary, and save the offset after it.  true while the pass should go on.
- */
+/* Load the export: plan its parts, start helpers, load a part, finish. */
 static bool
-load_batch(SyncContext *ctx, BulkState *st)
+load_export(SyncContext *ctx, BulkState *st)
 {
-	IngestBatch b;
-	int64		lines = st->lines;
-	int64		skip_parent = -1;
-	int64		order_offset = -1;	/* where the order being assembled starts */
-	int64		order_lines = 0;
-	bool		eof = false;
-	bool		broken = false;
+	int			unfinished;
 
-	if (ctx->download == NULL)
+	if (!export_parts_planned(ctx, &unfinished))
 	{
-		switch (open_download(ctx, st))
+		export_plan_parts(ctx, st->url, st->file_size);
+		return true;			/* committed before helpers look for parts */
+	}
+	if (!ctx->workers_launched)
+	{
+		ctx->workers_launched = true;
+		if (unfinished > 1)
+			launch_export_workers(ctx, unfinished - 1);
+	}
+	if (!export_claim_part(ctx))
+	{
+		if (unfinished == 0)
 		{
-			case OPEN_OK:
-				break;
-			case OPEN_FAILED:
-				return download_failed(ctx);
-			case OPEN_RESTARTED:
-				return true;
+			finish_backfill(ctx);
+			return true;
 		}
+		/* every unfinished part is being loaded by a helper: wait for them */
+		return sync_sleep(ctx, 0.05);
 	}
 
-	ingest_begin(&b, ctx->source_id);
-	for (;;)
+	switch (export_load_batch(ctx, st->url))
 	{
-		size_t		len;
-		const char *data = http_stream_data(ctx->download, &len);
-		const char *nl = memchr(data, '\n', len);
-		size_t		linelen;
-		bool		root;
-		MemoryContext old;
-
-		if (nl == NULL)
-		{
-			if (http_stream_fill(ctx->download, len + READ_AHEAD))
-				continue;
-			data = http_stream_data(ctx->download, &len);
-			nl = memchr(data, '\n', len);
-			if (nl == NULL)
-			{
-				const HttpResult *res = http_stream_result(ctx->download);
-
-				if (res->curl_code != 0 || res->status >= 300)
-					broken = true;
-				else if (len == 0)
-					eof = true;
-				else
-					nl = data + len;	/* a last line without a newline */
-				if (broken || eof)
-					break;
-			}
-		}
-		linelen = nl - data;
-		root = linelen > 0 && memmem(data, linelen, "\"__parentId\"", 12) == NULL;
-
-		/* a batch ends before the next order's line, never inside an order */
-		if (root && ingest_pending(&b) >= converge_batch_size)
-			break;
-		if (root)
-		{
-			order_offset = ctx->download_offset;
-			order_lines = lines;
-		}
-		if (linelen > 0)
-		{
-			old = MemoryContextSwitchTo(b.cxt);
-			load_line(ctx, &b, (char *) data, (int) linelen, &skip_parent);
-			MemoryContextSwitchTo(old);
-			lines++;
-		}
-		linelen = Min(linelen + 1, len);
-		http_stream_consume(ctx->download, linelen);
-		ctx->download_offset += linelen;
+		case LOAD_MORE:
+			ctx->download_failures = 0;
+			return true;
+		case LOAD_PART_DONE:
+			export_release_part(ctx);
+			return true;
+		case LOAD_RETRY:
+			return download_failed(ctx);
+		case LOAD_GONE:
+			export_release_part(ctx);
+			restart_export(ctx, false);
+			return true;
+		case LOAD_STOP:
+			export_release_part(ctx);
+			return false;
 	}
-
-	if (broken)
-	{
-		const HttpResult *res = http_stream_result(ctx->download);
-
-		/* keep the whole orders; the one cut short is read again on resume */
-		record_sync_error(ctx->source_id, "bulk_download", "the export download broke off",
-						  psprintf("at byte " INT64_FORMAT ": %s (HTTP %ld)", ctx->download_offset,
-								   res->error, res->status), NULL, 0);
-		if (b.order_id >= 0 && order_offset >= 0)
-		{
-			ingest_discard_order(&b);
-			ctx->download_offset = order_offset;
-			lines = order_lines;
-		}
-		http_stream_end(ctx->download);
-		ctx->download = NULL;
-		ctx->retries++;
-	}
-
-	ingest_flush(&b);
-	ctx->orders_synced += b.orders_stored;
-	ctx->refunds_synced += b.refunds_stored;
-	ingest_end(&b);
-	save_progress(ctx, ctx->download_offset, lines);
-
-	if (eof)
-	{
-		finish_backfill(ctx);
-		return true;
-	}
-	if (broken)
-		return download_failed(ctx);
-	ctx->download_failures = 0;
-	return true;
+	return false;
 }
 
 /* One step of the historical sync; true when the pass should go on at once. */
@@ -586,5 +369,12 @@ backfill_step(SyncContext *ctx)
 		finish_backfill(ctx);
 		return true;
 	}
-	return load_batch(ctx, &st);
+	return load_export(ctx, &st);
+}
+
+/* At the end of a pass: let go of the part this process was loading. */
+void
+backfill_release(SyncContext *ctx)
+{
+	export_release_part(ctx);
 }

@@ -31,6 +31,7 @@ int			converge_incremental_overlap_s = 300;
 int			converge_sync_time_limit_ms = 50000;
 int			converge_bulk_poll_ms = 1000;
 int			converge_sync_runs_retention_days = 7;
+int			converge_backfill_workers = 1;
 
 void		_PG_init(void);
 
@@ -170,6 +171,15 @@ _PG_init(void)
 							NULL,
 							&converge_sync_runs_retention_days,
 							7, 1, 3650,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.backfill_workers",
+							"Background workers that load parts of a bulk export alongside the sync pass.",
+							"0 loads the export in the pass's own backend only.",
+							&converge_backfill_workers,
+							1, 0, 8,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

@@ -282,9 +282,12 @@ start_transfer(const HttpRequest *req)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
 
-	if (req->range_from > 0)
+	if (req->range_from > 0 || req->range_to > 0)
 	{
-		snprintf(range, sizeof(range), INT64_FORMAT "-", req->range_from);
+		if (req->range_to > 0)
+			snprintf(range, sizeof(range), INT64_FORMAT "-" INT64_FORMAT, req->range_from, req->range_to);
+		else
+			snprintf(range, sizeof(range), INT64_FORMAT "-", req->range_from);
 		curl_easy_setopt(easy, CURLOPT_RANGE, range);
 	}
 	if (req->method && strcmp(req->method, "POST") == 0)

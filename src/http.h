@@ -19,6 +19,7 @@ typedef struct HttpRequest
 	const char *content_type;	/* of the body */
 	const char *access_token;	/* sent as X-Shopify-Access-Token, or NULL */
 	int64		range_from;		/* > 0: ask for the bytes from this offset on */
+	int64		range_to;		/* > 0: ... up to this offset (inclusive) */
 	bool		stream;			/* no total timeout; the caller reads as it goes */
 } HttpRequest;
 

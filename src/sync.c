@@ -268,8 +268,10 @@ finish_run(SyncContext *ctx, int64 run_id, const char *outcome, const char *mess
 	else
 		nulls[7] = 'n';
 	values[8] = Int32GetDatum(converge_sync_runs_retention_days);
+	/* added: export workers count their own work into the run */
 	exec_update("WITH r AS (UPDATE converge.sync_runs SET finished_at = clock_timestamp(), outcome = $2, "
-				"orders_synced = $3, refunds_synced = $4, requests = $5, throttled = $6, retries = $7, message = $8 "
+				"orders_synced = orders_synced + $3, refunds_synced = refunds_synced + $4, requests = requests + $5, "
+				"throttled = $6, retries = $7, message = $8 "
 				"WHERE id = $1), "
 				"old_runs AS (DELETE FROM converge.sync_runs WHERE started_at < now() - make_interval(days => $9)) "
 				"DELETE FROM converge.sync_errors WHERE occurred_at < now() - make_interval(days => $9)",
@@ -327,6 +329,7 @@ run_step(SyncContext *ctx, bool *more)
 	/* a stream read in the rolled-back step no longer matches the saved offset */
 	http_abort_all();
 	ctx->download = NULL;
+	backfill_release(ctx);
 	if (must_rethrow(edata->sqlerrcode))
 		ReThrowError((ErrorData *) edata);
 	record_failure(ctx, (ErrorData *) edata);
@@ -386,6 +389,7 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 			exec_update("UPDATE converge.sync_runs SET outcome = 'interrupted', finished_at = clock_timestamp() "
 						"WHERE source_id = $1 AND finished_at IS NULL", 1, types, values, NULL);
 			run_id = start_run(ctx, backfill ? "backfill" : "incremental");
+			ctx->run_id = run_id;
 			commit_if(nonatomic);
 
 			for (;;)
@@ -421,8 +425,7 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 	}
 	PG_FINALLY();
 	{
-		if (ctx->download)
-			http_stream_end(ctx->download);
+		backfill_release(ctx);
 		LockRelease(&tag, ExclusiveLock, true);
 		MemoryContextDelete(cxt);
 	}

@@ -15,6 +15,25 @@
 
 #include "http.h"
 
+/* A byte range of the export file, loaded by one process at a time. */
+typedef struct ExportPart
+{
+	int			part;
+	int64		start;
+	int64		end;			/* offset after the part, -1: the end of the file */
+	int64		next;			/* offset of the first line not loaded yet */
+	int64		lines;
+} ExportPart;
+
+typedef enum LoadResult
+{
+	LOAD_MORE,					/* a batch was stored; more follows */
+	LOAD_PART_DONE,				/* the part is completely stored */
+	LOAD_RETRY,					/* reading failed; try again after a delay */
+	LOAD_GONE,					/* the file is gone: export again */
+	LOAD_STOP,					/* out of time, or the part vanished */
+} LoadResult;
+
 typedef struct SyncContext
 {
 	int64		source_id;
@@ -66,6 +85,10 @@ typedef struct SyncContext
 	HttpTransfer *download;		/* the bulk export being read, if any */
 	int64		download_offset;	/* file offset of the first unconsumed byte */
 	int			download_failures;	/* in a row, in this pass */
+	bool		holding_part;	/* ctx->part is locked by this process */
+	ExportPart	part;
+	bool		workers_launched;
+	int64		run_id;			/* converge.sync_runs row of the pass */
 } SyncContext;
 
 /* shopify_client.c */
@@ -77,6 +100,17 @@ extern double backoff_seconds(int attempt);
 
 /* backfill.c */
 extern bool backfill_step(SyncContext *ctx);
+extern void backfill_release(SyncContext *ctx);
+
+/* export_loader.c */
+extern void export_plan_parts(SyncContext *ctx, const char *url, int64 size);
+extern bool export_parts_planned(SyncContext *ctx, int *unfinished);
+extern bool export_claim_part(SyncContext *ctx);
+extern void export_release_part(SyncContext *ctx);
+extern LoadResult export_load_batch(SyncContext *ctx, const char *url);
+
+/* workers.c */
+extern int	launch_export_workers(SyncContext *ctx, int n);
 
 /* incremental.c */
 extern bool incremental_step(SyncContext *ctx);
