@@ -283,50 +283,73 @@ open_part(SyncContext *ctx, const char *url)
 	return LOAD_RETRY;
 }
 
-/* Route one JSONL line into the batch. */
+static void
+load_order(SyncContext *ctx, IngestBatch *b, Jsonb *doc, char *line, int len, int64 *skip_parent)
+{
+	char	   *error = NULL;
+
+	if (!ingest_order(b, doc, &doc->root, true, &error))
+	{
+		record_sync_error(ctx->source_id, "bad_order", "order left out: it cannot be read whole",
+						  error, line, len);
+		*skip_parent = gid_to_id(json_get_string(&doc->root, "id"));
+	}
+	else
+		*skip_parent = -1;
+}
+
+/*
+ * Route one JSONL line into the batch.  An order line becomes jsonb (it is
+ * stored); a child line stays a value tree: only its columns are kept.
+ */
 static void
 load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_parent)
 {
 	char	   *error = NULL;
-	Jsonb	   *doc = json_parse(line, len, &error);
-	JsonbContainer *obj;
+	JsonbValue *tree = is_order_line(line, len) ? NULL : json_parse_value(line, len, &error);
+	JsonbValue	buf;
+	JsonbValue *parent_v;
 	char	   *parent;
 	char	   *id;
 
-	if (doc == NULL || !JsonContainerIsObject(&doc->root))
+	if (tree == NULL && error == NULL)
+	{
+		Jsonb	   *doc = json_parse(line, len, &error);
+
+		if (doc != NULL && JsonContainerIsObject(&doc->root))
+		{
+			load_order(ctx, b, doc, line, len, skip_parent);
+			return;
+		}
+	}
+	if (tree == NULL || tree->type != jbvObject)
 	{
 		record_sync_error(ctx->source_id, "bad_line", "malformed line in the bulk export",
-						  error, line, len);
+						  error ? error : "not a JSON object", line, len);
 		b->bad_rows++;
 		return;
 	}
-	obj = &doc->root;
-	parent = json_get_string(obj, "__parentId");
+	parent_v = json_node_get(tree, "__parentId", &buf);
+	parent = json_node_text(parent_v);
 	if (parent == NULL)
 	{
-		if (!ingest_order(b, doc, obj, true, &error))
-		{
-			record_sync_error(ctx->source_id, "bad_order", "order left out: it cannot be read whole",
-							  error, line, len);
-			*skip_parent = gid_to_id(json_get_string(obj, "id"));
-		}
-		else
-			*skip_parent = -1;
+		/* "__parentId" was only text inside an order line */
+		load_order(ctx, b, json_value_to_jsonb(tree), line, len, skip_parent);
 		return;
 	}
 
 	/* a child of an order already left out is left out with it */
-	id = json_get_string(obj, "id");
+	id = json_node_text(json_node_get(tree, "id", &buf));
 	if (*skip_parent >= 0 && gid_to_id(parent) == *skip_parent)
 		return;
 	if (id && strstr(id, "/RefundLineItem/") != NULL)
 	{
-		if (ingest_refund_line_item(b, gid_to_id(parent), obj, &error))
+		if (ingest_refund_line_item(b, gid_to_id(parent), tree, &error))
 			return;
 	}
 	else if (b->order_id >= 0 && gid_to_id(parent) == b->order_id)
 	{
-		if (ingest_line_item(b, obj, &error))
+		if (ingest_line_item(b, tree, &error))
 			return;
 	}
 	else

@@ -109,8 +109,16 @@ complete_line_items(SyncContext *ctx, IngestBatch *b, const char *gid, char *aft
 		conn = json_get_path(&doc->root, path);
 		edges = json_get_container(conn, "edges");
 		for (i = 0; i < json_array_size(edges); i++)
-			if (!ingest_line_item(b, json_get_container(json_array_container(edges, i), "node"), error))
+		{
+			JsonbContainer *item = json_get_container(json_array_container(edges, i), "node");
+			JsonbValue	v;
+
+			v.type = jbvBinary;
+			v.val.binary.data = item;
+			v.val.binary.len = 0;
+			if (!ingest_line_item(b, item ? &v : NULL, error))
 				return false;
+		}
 		after = has_next_page(conn) ? end_cursor(conn) : NULL;
 	}
 	return true;

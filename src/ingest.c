@@ -215,9 +215,21 @@ new_row(IngestBatch *b, const TableMapping *m)
 	return rs->nrows++;
 }
 
+/* A jsonb container seen as a value, for the accessors that take either. */
+static JsonbValue *
+node(JsonbContainer *c, JsonbValue *buf)
+{
+	if (c == NULL)
+		return NULL;
+	buf->type = jbvBinary;
+	buf->val.binary.data = c;
+	buf->val.binary.len = 0;
+	return buf;
+}
+
 /* Extract one row; on failure the row is not added. */
 static bool
-add_row(IngestBatch *b, const TableMapping *m, JsonbContainer *obj, Datum **values, char **error)
+add_row(IngestBatch *b, const TableMapping *m, JsonbValue *obj, Datum **values, char **error)
 {
 	RowSet	   *rs = rowset_for(b, m);
 	int			w = width(m);
@@ -295,7 +307,7 @@ strings_array(JsonbContainer *c, const char *key)
 }
 
 bool
-ingest_line_item(IngestBatch *b, JsonbContainer *item, char **error)
+ingest_line_item(IngestBatch *b, JsonbValue *item, char **error)
 {
 	Datum	   *values;
 
@@ -317,7 +329,7 @@ ingest_line_item(IngestBatch *b, JsonbContainer *item, char **error)
 
 /* A refund line item of a refund of the order being assembled. */
 bool
-ingest_refund_line_item(IngestBatch *b, int64 refund_id, JsonbContainer *item, char **error)
+ingest_refund_line_item(IngestBatch *b, int64 refund_id, JsonbValue *item, char **error)
 {
 	Datum	   *values;
 	int			r;
@@ -354,6 +366,8 @@ bool
 ingest_refund(IngestBatch *b, JsonbContainer *refund, char **error)
 {
 	JsonbContainer *rlis;
+	JsonbValue	rbuf;
+	JsonbValue	ibuf;
 	Datum	   *rvalues;
 	int64		refund_id;
 	bool		edges;
@@ -365,7 +379,7 @@ ingest_refund(IngestBatch *b, JsonbContainer *refund, char **error)
 		*error = pstrdup("refund without its order");
 		return false;
 	}
-	if (refund == NULL || !add_row(b, &refund_mapping, refund, &rvalues, error))
+	if (refund == NULL || !add_row(b, &refund_mapping, node(refund, &rbuf), &rvalues, error))
 	{
 		if (refund == NULL)
 			*error = pstrdup("refund is not an object");
@@ -375,7 +389,7 @@ ingest_refund(IngestBatch *b, JsonbContainer *refund, char **error)
 	refund_id = DatumGetInt64(rvalues[column_index(&refund_mapping, "refund_id")]);
 	m = list_size(json_get_container(refund, "refundLineItems"), &rlis, &edges);
 	for (j = 0; j < m; j++)
-		if (!ingest_refund_line_item(b, refund_id, list_item(rlis, j, edges), error))
+		if (!ingest_refund_line_item(b, refund_id, node(list_item(rlis, j, edges), &ibuf), error))
 			return false;
 	return true;
 }
@@ -406,6 +420,7 @@ ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, bool with_refund
 	JsonbContainer *items;
 	JsonbContainer *refunds;
 	bool		edges;
+	JsonbValue	obuf;
 	char	   *source_name;
 	int			i;
 	int			n;
@@ -422,7 +437,7 @@ ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, bool with_refund
 		*error = pstrdup("the order is not a JSON object");
 		goto bad;
 	}
-	if (!add_row(b, &order_mapping, order, &values, error))
+	if (!add_row(b, &order_mapping, node(order, &obuf), &values, error))
 		goto bad;
 	if (!strings_array(order, "tags") || !strings_array(order, "discountCodes"))
 	{
@@ -439,7 +454,7 @@ ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, bool with_refund
 
 	n = list_size(json_get_container(order, "lineItems"), &items, &edges);
 	for (i = 0; i < n; i++)
-		if (!ingest_line_item(b, list_item(items, i, edges), error))
+		if (!ingest_line_item(b, node(list_item(items, i, edges), &obuf), error))
 			goto bad;
 
 	refunds = with_refunds ? json_get_container(order, "refunds") : NULL;

@@ -459,27 +459,26 @@ parse_value(Parser *ps, JsonbValue *v)
 }
 
 /*
- * Parse JSON text into a Jsonb.  On a syntax error (including a document cut
+ * Parse JSON text into a value tree (strings may point into the text, which
+ * must outlive the tree).  On a syntax error (including a document cut
  * short) return NULL and set *error; never ereport for bad input.  The text
  * need not be NUL-terminated.
  */
-Jsonb *
-json_parse(char *text, int len, char **error)
+JsonbValue *
+json_parse_value(char *text, int len, char **error)
 {
 	Parser		ps;
-	JsonbValue	root;
-	Jsonb	   *result;
+	JsonbValue *root = palloc(sizeof(JsonbValue));
 
 	memset(&ps, 0, sizeof(ps));
 	ps.p = text;
 	ps.end = text + len;
-
 	ps.maxpairs = 64;
 	ps.pairs = palloc(sizeof(JsonbPair) * ps.maxpairs);
 	ps.maxelems = 16;
 	ps.elems = palloc(sizeof(JsonbValue) * ps.maxelems);
 
-	if (!parse_value(&ps, &root))
+	if (!parse_value(&ps, root))
 	{
 		*error = psprintf("%s at byte %d", ps.error, (int) (ps.p - text));
 		return NULL;
@@ -490,22 +489,102 @@ json_parse(char *text, int len, char **error)
 		*error = psprintf("unexpected text after the JSON value at byte %d", (int) (ps.p - text));
 		return NULL;
 	}
-	*error = NULL;
-	if (root.type != jbvObject && root.type != jbvArray)
-	{
-		/* a bare scalar is stored as a one-element raw array */
-		JsonbValue *scalar = palloc(sizeof(JsonbValue));
-
-		*scalar = root;
-		root.type = jbvArray;
-		root.val.array.nElems = 1;
-		root.val.array.elems = scalar;
-		root.val.array.rawScalar = true;
-	}
-	result = JsonbValueToJsonb(&root);
 	pfree(ps.pairs);
 	pfree(ps.elems);
-	return result;
+	*error = NULL;
+	return root;
+}
+
+/* A value tree as jsonb; a bare scalar becomes jsonb's one-element raw array. */
+Jsonb *
+json_value_to_jsonb(JsonbValue *root)
+{
+	if (root->type != jbvObject && root->type != jbvArray)
+	{
+		JsonbValue *scalar = palloc(sizeof(JsonbValue));
+		JsonbValue	array;
+
+		*scalar = *root;
+		array.type = jbvArray;
+		array.val.array.nElems = 1;
+		array.val.array.elems = scalar;
+		array.val.array.rawScalar = true;
+		return JsonbValueToJsonb(&array);
+	}
+	return JsonbValueToJsonb(root);
+}
+
+/* Parse JSON text into a Jsonb; NULL and *error on bad input. */
+Jsonb *
+json_parse(char *text, int len, char **error)
+{
+	JsonbValue *root = json_parse_value(text, len, error);
+
+	return root ? json_value_to_jsonb(root) : NULL;
+}
+
+/*
+ * A member of an object given either as a value tree (jbvObject) or as jsonb
+ * (jbvBinary); NULL when absent or JSON null.  buf may receive the result.
+ */
+JsonbValue *
+json_node_get(JsonbValue *node, const char *key, JsonbValue *buf)
+{
+	int			len = strlen(key);
+	JsonbValue *v = NULL;
+
+	if (node == NULL)
+		return NULL;
+	if (node->type == jbvBinary)
+	{
+		if (!JsonContainerIsObject(node->val.binary.data))
+			return NULL;
+		v = getKeyJsonValueFromContainer(node->val.binary.data, key, len, buf);
+	}
+	else if (node->type == jbvObject)
+	{
+		/* pairs are in jsonb order: by length, then bytes */
+		int			lo = 0;
+		int			hi = node->val.object.nPairs - 1;
+
+		while (lo <= hi)
+		{
+			int			mid = (lo + hi) / 2;
+			JsonbValue *k = &node->val.object.pairs[mid].key;
+			int			r = k->val.string.len != len ? (k->val.string.len < len ? -1 : 1) :
+				memcmp(k->val.string.val, key, len);
+
+			if (r == 0)
+			{
+				v = &node->val.object.pairs[mid].value;
+				break;
+			}
+			if (r < 0)
+				lo = mid + 1;
+			else
+				hi = mid - 1;
+		}
+	}
+	return (v == NULL || v->type == jbvNull) ? NULL : v;
+}
+
+/* A string, number or boolean as a palloc'd C string; NULL otherwise. */
+char *
+json_node_text(JsonbValue *v)
+{
+	if (v == NULL)
+		return NULL;
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		default:
+			return NULL;
+	}
 }
 
 /* The value of key in object c, or NULL when absent or JSON null. */
@@ -545,21 +624,8 @@ char *
 json_get_string(JsonbContainer *c, const char *key)
 {
 	JsonbValue	buf;
-	JsonbValue *v = json_get(c, key, &buf);
 
-	if (v == NULL)
-		return NULL;
-	switch (v->type)
-	{
-		case jbvString:
-			return pnstrdup(v->val.string.val, v->val.string.len);
-		case jbvNumeric:
-			return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
-		case jbvBool:
-			return pstrdup(v->val.boolean ? "true" : "false");
-		default:
-			return NULL;
-	}
+	return json_node_text(json_get(c, key, &buf));
 }
 
 /* The string at the end of a path: all keys but the last are objects. */
@@ -601,11 +667,8 @@ is_decimal(const char *s)
 
 /* A JSON number, or a decimal string as Shopify sends money, as numeric. */
 bool
-json_get_number(JsonbContainer *c, const char *key, Datum *numeric)
+json_node_number(JsonbValue *v, Datum *numeric)
 {
-	JsonbValue	buf;
-	JsonbValue *v = json_get(c, key, &buf);
-
 	if (v == NULL)
 		return false;
 	if (v->type == jbvNumeric)
@@ -616,14 +679,12 @@ json_get_number(JsonbContainer *c, const char *key, Datum *numeric)
 	if (v->type == jbvString)
 	{
 		char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
-		Datum		d;
 
 		/* numeric_in would ereport on garbage; Shopify sends plain decimals */
 		if (!is_decimal(s))
 			return false;
-		d = DirectFunctionCall3(numeric_in, CStringGetDatum(s),
-								ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		*numeric = d;
+		*numeric = DirectFunctionCall3(numeric_in, CStringGetDatum(s),
+									   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 		return true;
 	}
 	return false;

@@ -307,20 +307,18 @@ parse_timestamptz(const char *s, TimestampTz *result)
 }
 
 static bool
-extract_field(const FieldDef *f, JsonbContainer *obj, Datum *value, bool *isnull, char **error)
+extract_field(const FieldDef *f, JsonbValue *obj, Datum *value, bool *isnull, char **error)
 {
-	JsonbContainer *c = obj;
-	JsonbValue	buf;
-	JsonbValue *v;
-	const char *const *p;
+	JsonbValue	bufs[FIELD_PATH_MAX];
+	JsonbValue *v = obj;
+	int			depth;
 	char	   *s;
 
 	*isnull = true;
 	if (f->kind == FIELD_PARENT)
 		return true;			/* the caller fills it in */
-	for (p = f->path; p[1] != NULL && c != NULL; p++)
-		c = json_get_container(c, *p);
-	v = c ? json_get(c, *p, &buf) : NULL;
+	for (depth = 0; depth < FIELD_PATH_MAX && f->path[depth] != NULL && v != NULL; depth++)
+		v = json_node_get(v, f->path[depth], &bufs[depth]);
 	if (v == NULL)
 	{
 		if (f->required)
@@ -334,7 +332,7 @@ extract_field(const FieldDef *f, JsonbContainer *obj, Datum *value, bool *isnull
 	switch (f->kind)
 	{
 		case FIELD_TEXT:
-			s = json_get_string(c, *p);
+			s = json_node_text(v);
 			if (s == NULL)
 				break;
 			*value = CStringGetTextDatum(s);
@@ -347,7 +345,7 @@ extract_field(const FieldDef *f, JsonbContainer *obj, Datum *value, bool *isnull
 			*isnull = false;
 			return true;
 		case FIELD_NUMERIC:
-			if (!json_get_number(c, *p, value))
+			if (!json_node_number(v, value))
 				break;
 			*isnull = false;
 			return true;
@@ -355,8 +353,7 @@ extract_field(const FieldDef *f, JsonbContainer *obj, Datum *value, bool *isnull
 			{
 				TimestampTz ts;
 
-				s = json_get_string(c, *p);
-				if (v->type != jbvString || !parse_timestamptz(s, &ts))
+				if (v->type != jbvString || !parse_timestamptz(json_node_text(v), &ts))
 					break;
 				*value = TimestampTzGetDatum(ts);
 				*isnull = false;
@@ -367,9 +364,9 @@ extract_field(const FieldDef *f, JsonbContainer *obj, Datum *value, bool *isnull
 				char	   *end;
 				long		n;
 
-				s = json_get_string(c, *p);
 				if (v->type != jbvNumeric)
 					break;
+				s = json_node_text(v);
 				errno = 0;
 				n = strtol(s, &end, 10);
 				if (errno != 0 || *end != '\0' || n < PG_INT32_MIN || n > PG_INT32_MAX)
@@ -380,10 +377,8 @@ extract_field(const FieldDef *f, JsonbContainer *obj, Datum *value, bool *isnull
 			}
 		case FIELD_ID:
 			{
-				int64		id;
+				int64		id = gid_to_id(json_node_text(v));
 
-				s = json_get_string(c, *p);
-				id = gid_to_id(s);
 				if (id < 0)
 					break;
 				*value = Int64GetDatum(id);
@@ -393,17 +388,17 @@ extract_field(const FieldDef *f, JsonbContainer *obj, Datum *value, bool *isnull
 		case FIELD_PARENT:
 			return true;
 	}
-	*error = psprintf("%s has an invalid value", *p);
+	*error = psprintf("%s has an invalid value", f->path[depth - 1]);
 	return false;
 }
 
 /*
  * Fill values/nulls (one per field of the mapping, FIELD_PARENT left NULL)
- * from a JSON object.  false with *error set when a required field is
+ * from a JSON object (a value tree, or jsonb wrapped as jbvBinary).  false with *error set when a required field is
  * missing or any present field is malformed: such a row is never half-stored.
  */
 bool
-extract_row(const TableMapping *m, JsonbContainer *obj, Datum *values, bool *nulls, char **error)
+extract_row(const TableMapping *m, JsonbValue *obj, Datum *values, bool *nulls, char **error)
 {
 	int			i;
 

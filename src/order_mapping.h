@@ -48,7 +48,7 @@ extern const TableMapping refund_line_item_mapping;
 
 extern Oid	field_type(FieldKind kind);
 extern char *mapping_selection(const TableMapping *m);
-extern bool extract_row(const TableMapping *m, JsonbContainer *obj,
+extern bool extract_row(const TableMapping *m, JsonbValue *obj,
 						Datum *values, bool *nulls, char **error);
 extern bool parse_timestamptz(const char *s, TimestampTz *result);
 
