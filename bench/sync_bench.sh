@@ -4,7 +4,8 @@
 #
 #   bash bench/sync_bench.sh [ORDERS]          (default 100000)
 #
-# Prints, for the backfill: orders/s, MB/s, API requests and the backend's
+# The cluster is durable (fsync and synchronous_commit on) with 2 GB of
+# shared buffers.  Prints, for the backfill: orders/s, MB/s, API requests and the backend's
 # peak private memory (for ORDERS and for ORDERS/10, to show it does not grow
 # with the store), next to a hand-written set-based SQL load of the same JSONL
 # (COPY into jsonb, then INSERT ... SELECT); for incremental sync: orders/s
@@ -14,6 +15,14 @@ set -euo pipefail
 . "$(dirname "$0")/../test/lib.sh"
 ORDERS=${1:-100000}
 STANDARD_SECONDS=${STANDARD_SECONDS:-60}
+
+# A durable server sized like a production one (the test cluster skips fsync).
+export CONVERGE_PG_CONF="fsync = on
+synchronous_commit = on
+shared_buffers = 2GB
+wal_buffers = 64MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min"
 
 install_packages
 build_and_install

@@ -124,19 +124,25 @@ adopt_operation(SyncContext *ctx, JsonbContainer *op)
 
 #define OPERATION_FIELDS "id status errorCode objectCount fileSize url partialDataUrl createdAt completedAt query"
 
+/* A bulk operation as Shopify describes it (data.<root>), or NULL. */
+static JsonbContainer *
+fetch_operation(SyncContext *ctx, const char *query, const char *variables, const char *root)
+{
+	const char *path[] = {"data", root, NULL};
+	Jsonb	   *doc = shopify_graphql(ctx, query, variables, 1);
+
+	return doc ? json_get_path(&doc->root, path) : NULL;
+}
+
 /* A running export of ours (one this source started and lost track of). */
 static JsonbContainer *
 running_export(SyncContext *ctx)
 {
-	static const char *const path[] = {"data", "currentBulkOperation", NULL};
-	Jsonb	   *doc = shopify_graphql(ctx, "{ currentBulkOperation(type: QUERY) { " OPERATION_FIELDS " } }", NULL, 1);
-	JsonbContainer *op;
+	JsonbContainer *op = fetch_operation(ctx, "{ currentBulkOperation(type: QUERY) { " OPERATION_FIELDS " } }",
+										 NULL, "currentBulkOperation");
 	char	   *status;
 	char	   *query;
 
-	if (doc == NULL)
-		return NULL;
-	op = json_get_path(&doc->root, path);
 	status = op ? json_get_string(op, "status") : NULL;
 	query = op ? json_get_string(op, "query") : NULL;
 	if (status && (strcmp(status, "CREATED") == 0 || strcmp(status, "RUNNING") == 0) &&
@@ -212,15 +218,12 @@ start_export(SyncContext *ctx, BulkState *st)
 static bool
 poll_export(SyncContext *ctx, BulkState *st)
 {
-	static const char *const path[] = {"data", "bulkOperation", NULL};
-	Jsonb	   *doc = shopify_graphql(ctx, "query($id: ID!) { bulkOperation(id: $id) { " OPERATION_FIELDS " } }",
-									  psprintf("{\"id\":%s}", json_quote(st->operation_id)), 1);
-	JsonbContainer *op;
+	JsonbContainer *op = fetch_operation(ctx, "query($id: ID!) { bulkOperation(id: $id) { " OPERATION_FIELDS " } }",
+										 psprintf("{\"id\":%s}", json_quote(st->operation_id)), "bulkOperation");
 	char	   *status;
 
-	if (doc == NULL)
+	if (op == NULL && ctx->out_of_time)
 		return false;
-	op = json_get_path(&doc->root, path);
 	status = op ? json_get_string(op, "status") : NULL;
 	if (status == NULL)
 	{

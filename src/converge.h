@@ -10,6 +10,8 @@
 
 #include "postgres.h"
 
+#include "utils/builtins.h"
+
 #define CONVERGE_VERSION "0.1.0"
 
 /* Settings (converge.c) */
@@ -40,5 +42,13 @@ extern bool converge_timingsafe_equal(const char *a, const char *b, size_t len);
 /* Sales channels (channels.c) */
 extern const char *converge_sales_channel(bool have_source, int64 source_id,
 										  const char *source_name);
+
+/* An SPI text parameter that may be NULL. */
+static inline Datum
+nullable_text(const char *s, char *nullflag)
+{
+	*nullflag = s ? ' ' : 'n';
+	return s ? PointerGetDatum(cstring_to_text(s)) : (Datum) 0;
+}
 
 #endif							/* CONVERGE_H */

@@ -618,10 +618,7 @@ record_sync_error(int64 source_id, const char *kind, const char *message,
 	values[0] = Int64GetDatum(source_id);
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(message);
-	if (detail)
-		values[3] = CStringGetTextDatum(detail);
-	else
-		nulls[3] = 'n';
+	values[3] = nullable_text(detail, &nulls[3]);
 	if (payload)
 	{
 		int			len = Min(payload_len, MAX_PAYLOAD);

@@ -164,11 +164,8 @@ save_scopes(SyncContext *ctx, const char *scopes)
 	char		nulls[3] = {' ', ' ', ' '};
 
 	values[0] = Int64GetDatum(ctx->source_id);
-	values[1] = CStringGetTextDatum(scopes);
-	if (ctx->scope_warning)
-		values[2] = CStringGetTextDatum(ctx->scope_warning);
-	else
-		nulls[2] = 'n';
+	values[1] = CStringGetTextDatum(scopes ? scopes : "");
+	values[2] = nullable_text(ctx->scope_warning, &nulls[2]);
 	if (SPI_execute_with_args("WITH s AS (UPDATE converge.source_secrets SET token_scopes = $2 WHERE source_id = $1) "
 							  "UPDATE converge.sync_state SET scope_warning = $3 WHERE source_id = $1",
 							  3, types, values, nulls, false, 0) != SPI_OK_UPDATE)

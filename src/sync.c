@@ -81,14 +81,8 @@ sync_note_error(SyncContext *ctx, const char *kind, const char *message,
 	values[0] = Int64GetDatum(ctx->source_id);
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(message);
-	if (detail)
-		values[3] = CStringGetTextDatum(detail);
-	else
-		nulls[3] = 'n';
-	if (hint)
-		values[4] = CStringGetTextDatum(hint);
-	else
-		nulls[4] = 'n';
+	values[3] = nullable_text(detail, &nulls[3]);
+	values[4] = nullable_text(hint, &nulls[4]);
 	exec_update("UPDATE converge.sync_state SET error_kind = $2, error_message = $3, error_detail = $4, "
 				"error_hint = $5, error_at = now() WHERE source_id = $1", 5, types, values, nulls);
 	ctx->error_noted = true;
@@ -109,10 +103,7 @@ save_counters(SyncContext *ctx, bool clean)
 	values[1] = Int64GetDatum(ctx->requests);
 	values[2] = Int64GetDatum(ctx->throttled);
 	values[3] = Int64GetDatum(ctx->retries);
-	if (ctx->api_version_seen[0])
-		values[4] = CStringGetTextDatum(ctx->api_version_seen);
-	else
-		nulls[4] = 'n';
+	values[4] = nullable_text(ctx->api_version_seen[0] ? ctx->api_version_seen : NULL, &nulls[4]);
 	values[5] = BoolGetDatum(clean);
 	exec_update("UPDATE converge.sync_state SET api_requests = api_requests + $2, throttled = throttled + $3, "
 				"retries = retries + $4, api_version_seen = coalesce($5, api_version_seen), "
@@ -263,10 +254,7 @@ finish_run(SyncContext *ctx, int64 run_id, const char *outcome, const char *mess
 	values[4] = Int64GetDatum(ctx->pass_requests);
 	values[5] = Int64GetDatum(ctx->pass_throttled);
 	values[6] = Int64GetDatum(ctx->pass_retries);
-	if (message)
-		values[7] = CStringGetTextDatum(message);
-	else
-		nulls[7] = 'n';
+	values[7] = nullable_text(message, &nulls[7]);
 	values[8] = Int32GetDatum(converge_sync_runs_retention_days);
 	/* added: export workers count their own work into the run */
 	exec_update("WITH r AS (UPDATE converge.sync_runs SET finished_at = clock_timestamp(), outcome = $2, "

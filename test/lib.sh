@@ -84,6 +84,8 @@ lc_messages = 'C'
 log_min_messages = warning
 converge.shopify_base_url = 'http://127.0.0.1:${MOCK_PORT:-1}/{store}'
 CONF
+  # later lines win: a caller (the benchmark) may add its own settings
+  [ -n "${CONVERGE_PG_CONF:-}" ] && printf '%s\n' "$CONVERGE_PG_CONF" >>"$CONVERGE_TMP/data/postgresql.conf"
   runuser -u "$PG_USER" -- "$PG_BIN/pg_ctl" -D "$CONVERGE_TMP/data" -l "$CONVERGE_TMP/postgres.log" \
     -w -t 60 start >/dev/null || { cat "$CONVERGE_TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
   CLUSTER_STARTED=1
