@@ -184,6 +184,7 @@ CREATE TABLE converge.sync_state (
   phase                 text NOT NULL DEFAULT 'backfill'
                         CONSTRAINT sync_state_phase_check CHECK (phase IN ('backfill', 'incremental')),
   bulk_operation_id     text,
+  bulk_since            timestamptz,   -- an export of the orders updated since (a catch-up); NULL: all
   bulk_status           text,
   bulk_started_at       timestamptz,
   bulk_ready_at         timestamptz,
@@ -214,6 +215,7 @@ CREATE TABLE converge.sync_state (
 CREATE TABLE converge.backfill_parts (
   source_id     bigint NOT NULL REFERENCES converge.source_settings (id) ON DELETE CASCADE,
   part          integer NOT NULL,
+  operation_id  text NOT NULL,        -- the export it belongs to: a stale part is never resumed
   start_offset  bigint NOT NULL,
   end_offset    bigint,
   next_offset   bigint NOT NULL,
@@ -531,7 +533,7 @@ AS $$
 BEGIN
   PERFORM converge._source_or_error(source);
   UPDATE converge.sync_state
-     SET phase = 'backfill', bulk_operation_id = NULL, bulk_status = NULL, bulk_started_at = NULL,
+     SET phase = 'backfill', bulk_operation_id = NULL, bulk_since = NULL, bulk_status = NULL, bulk_started_at = NULL,
          bulk_ready_at = NULL, bulk_url = NULL, bulk_object_count = NULL, bulk_file_size = NULL,
          bulk_attempts = 0, backfill_completed_at = NULL, next_attempt_at = now(), error_kind = NULL
    WHERE source_id = source;
@@ -580,6 +582,7 @@ CREATE VIEW converge.sync_status AS
 SELECT s.id AS source_id, s.name, s.store,
        CASE WHEN s.paused THEN 'paused'
             WHEN st.error_kind = 'configuration' THEN 'error'
+            WHEN st.phase = 'backfill' AND st.bulk_since IS NOT NULL THEN 'catching up'
             WHEN st.phase = 'backfill' THEN 'backfilling'
             ELSE 'incremental' END AS phase,
        CASE WHEN st.phase = 'backfill' THEN

@@ -2,11 +2,13 @@
 -- cancelled in the middle: the next pass completes, nothing duplicated or
 -- missing.  Two passes on one source never both work.
 \! $MOCKCTL create-store crash-eu --orders 20000 --seed 21 --big-order-every 0 -q
+-- small batches (for the pass and its export loaders) so that the load is still running when it is killed
+ALTER DATABASE contrib_regression SET converge.batch_size = 100;
 SELECT converge.create_source('Crash EU', 'crash-eu', 'cid-crash-eu', 'secret-crash-eu') AS src \gset
 \setenv CRASH_SRC :src
 
--- A pass in another session, committing every 100 orders.
-\! psql -X -q -d contrib_regression -c "SET converge.batch_size = 100" -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
+-- A pass in another session.
+\! psql -X -q -d contrib_regression -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
 SELECT wait_until(format('SELECT backfill_objects_loaded > 0 FROM converge.sync_status WHERE source_id = %s', :src)) AS loading;
 
 -- A second pass on the same source returns at once.
@@ -41,7 +43,7 @@ DELETE FROM converge.orders WHERE source_id = :src;
 DELETE FROM converge.line_items WHERE source_id = :src;
 DELETE FROM converge.refunds WHERE source_id = :src;
 DELETE FROM converge.refund_line_items WHERE source_id = :src;
-\! psql -X -q -d contrib_regression -c "SET converge.batch_size = 100" -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
+\! psql -X -q -d contrib_regression -c "CALL converge.sync($CRASH_SRC)" > /dev/null 2>&1 &
 SELECT wait_until(format('SELECT backfill_objects_loaded > 0 FROM converge.sync_status WHERE source_id = %s', :src)) AS loading;
 SELECT pg_cancel_backend(pid) AS cancelled FROM pg_stat_activity
  WHERE query LIKE 'CALL converge.sync(%' AND pid <> pg_backend_pid();
@@ -49,3 +51,4 @@ SELECT wait_until($$SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE quer
 CALL sync_until_idle(:src);
 SELECT * FROM mirror_diff(:src);
 SELECT count(*) AS sync_errors FROM converge.sync_errors WHERE source_id = :src;
+ALTER DATABASE contrib_regression RESET converge.batch_size;

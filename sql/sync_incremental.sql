@@ -57,3 +57,26 @@ SELECT to_char((synced_through - interval '60 seconds') AT TIME ZONE 'UTC', 'YYY
 CALL converge.sync(:src);
 SELECT tags FROM converge.orders WHERE source_id = :src AND order_name = '#1050';
 SELECT phase, error_active FROM converge.sync_status WHERE source_id = :src;
+
+-- A long backlog (a source that was away for a long time): after
+-- converge.catchup_pages pages the pass switches to a catch-up export of the
+-- orders updated since its cursor (no query points, backfill speed), then
+-- goes on page by page from when the export started.
+UPDATE converge.sync_state SET cursor_updated_at = '2024-01-01' WHERE source_id = :src;
+\! $MOCKCTL reset-counters inc-eu
+SET converge.catchup_pages = 2;
+CALL converge.sync(:src);
+\! $MOCKCTL counters inc-eu graphql_bulk_start
+SELECT phase, error_active, synced_through > now() - interval '1 hour' AS cursor_moved FROM converge.sync_status WHERE source_id = :src;
+SELECT outcome, orders_synced FROM converge.sync_runs WHERE source_id = :src ORDER BY id DESC LIMIT 1;
+TRUNCATE exp;
+\copy exp (j) FROM PROGRAM '$MOCKCTL export inc-eu' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
+SELECT * FROM mirror_diff(:src);
+-- recent changes do not trigger a catch-up; they are read page by page
+\! for n in $(seq 1060 1099); do $MOCKCTL touch inc-eu "#$n" > /dev/null; done
+\! $MOCKCTL tag inc-eu '#1200' --add 'After Catch-up'
+\! $MOCKCTL reset-counters inc-eu
+CALL converge.sync(:src);
+\! $MOCKCTL counters inc-eu graphql_bulk_start
+SELECT tags FROM converge.orders WHERE source_id = :src AND order_name = '#1200';
+RESET converge.catchup_pages;

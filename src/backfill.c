@@ -32,29 +32,35 @@
 typedef struct BulkState
 {
 	char	   *operation_id;
+	char	   *since;			/* catch-up export: ISO timestamp; NULL: all orders */
 	char	   *status;
 	char	   *url;
 	int64		file_size;
 	int32		attempts;
 } BulkState;
 
-static char *bulk_query = NULL;
+static char *export_selection = NULL;
 
-/* The export query, generated from the column mappings. */
-static const char *
-export_query(void)
+/*
+ * The export query, generated from the column mappings: every order, or (a
+ * catch-up) those updated since `since` (since is NULL or an ISO timestamp).
+ */
+static char *
+export_query(const char *since)
 {
-	if (bulk_query == NULL)
-		bulk_query = MemoryContextStrdup(TopMemoryContext,
-										 psprintf("{ orders { edges { node { %s"
-												  "lineItems { edges { node { %s} } } "
-												  "refunds { %srefundLineItems { edges { node { %s} } } } "
-												  "} } } }",
-												  mapping_selection(&order_mapping),
-												  mapping_selection(&line_item_mapping),
-												  mapping_selection(&refund_mapping),
-												  mapping_selection(&refund_line_item_mapping)));
-	return bulk_query;
+	if (export_selection == NULL)
+		export_selection = MemoryContextStrdup(TopMemoryContext,
+											   psprintf("{ edges { node { %s"
+														"lineItems { edges { node { %s} } } "
+														"refunds { %srefundLineItems { edges { node { %s} } } } "
+														"} } }",
+														mapping_selection(&order_mapping),
+														mapping_selection(&line_item_mapping),
+														mapping_selection(&refund_mapping),
+														mapping_selection(&refund_line_item_mapping)));
+	if (since == NULL)
+		return psprintf("{ orders %s }", export_selection);
+	return psprintf("{ orders(query: \"updated_at:>='%s'\") %s }", since, export_selection);
 }
 
 static void
@@ -66,7 +72,8 @@ load_state(SyncContext *ctx, BulkState *st)
 	TupleDesc	desc;
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT bulk_operation_id, bulk_status, bulk_url, coalesce(bulk_file_size, 0), bulk_attempts "
+	if (SPI_execute_with_args("SELECT bulk_operation_id, bulk_status, bulk_url, coalesce(bulk_file_size, 0), bulk_attempts, "
+							  "to_char(bulk_since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
 							  "FROM converge.sync_state WHERE source_id = $1",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "converge: no sync state for source " INT64_FORMAT, ctx->source_id);
@@ -77,6 +84,7 @@ load_state(SyncContext *ctx, BulkState *st)
 	st->url = SPI_getvalue(tup, desc, 3);
 	st->file_size = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 	st->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	st->since = SPI_getvalue(tup, desc, 6);
 }
 
 static void
@@ -107,13 +115,20 @@ adopt_operation(SyncContext *ctx, JsonbContainer *op)
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	Datum		values[4];
 	char	   *created = json_get_string(op, "createdAt");
+	char	   *id = json_get_string(op, "id");
 	TimestampTz started;
+
+	if (id == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_EXCEPTION),
+				 errmsg("Shopify store \"%s\" described a bulk operation without an id", ctx->store)));
+	export_release_part(ctx);
 
 	/* changes made while the export runs are caught by the incremental sync from here */
 	if (created == NULL || !parse_timestamptz(created, &started))
 		started = GetCurrentTimestamp();
 	values[0] = Int64GetDatum(ctx->source_id);
-	values[1] = CStringGetTextDatum(json_get_string(op, "id"));
+	values[1] = CStringGetTextDatum(id);
 	values[2] = CStringGetTextDatum(json_get_string(op, "status") ? json_get_string(op, "status") : "CREATED");
 	values[3] = TimestampTzGetDatum(started);
 	exec_state("WITH p AS (DELETE FROM converge.backfill_parts WHERE source_id = $1) "
@@ -136,7 +151,7 @@ fetch_operation(SyncContext *ctx, const char *query, const char *variables, cons
 
 /* A running export of ours (one this source started and lost track of). */
 static JsonbContainer *
-running_export(SyncContext *ctx)
+running_export(SyncContext *ctx, BulkState *st)
 {
 	JsonbContainer *op = fetch_operation(ctx, "{ currentBulkOperation(type: QUERY) { " OPERATION_FIELDS " } }",
 										 NULL, "currentBulkOperation");
@@ -146,7 +161,7 @@ running_export(SyncContext *ctx)
 	status = op ? json_get_string(op, "status") : NULL;
 	query = op ? json_get_string(op, "query") : NULL;
 	if (status && (strcmp(status, "CREATED") == 0 || strcmp(status, "RUNNING") == 0) &&
-		query && strcmp(query, export_query()) == 0)
+		query && strcmp(query, export_query(st->since)) == 0)
 		return op;
 	return NULL;
 }
@@ -175,7 +190,7 @@ start_export(SyncContext *ctx, BulkState *st)
 	}
 
 	/* a pass that died after starting an export left it running: use it */
-	op = running_export(ctx);
+	op = running_export(ctx, st);
 	if (op == NULL && ctx->out_of_time)
 		return false;
 	if (op != NULL)
@@ -185,9 +200,10 @@ start_export(SyncContext *ctx, BulkState *st)
 	}
 
 	doc = shopify_graphql(ctx,
-						  "mutation($q: String!) { bulkOperationRunQuery(query: $q) { "
+						  /* grouped: every order's children follow it (the default before 2026-01) */
+						  "mutation($q: String!) { bulkOperationRunQuery(query: $q, groupObjects: true) { "
 						  "bulkOperation { id status createdAt } userErrors { field message code } } }",
-						  psprintf("{\"q\":%s}", json_quote(export_query())), 10);
+						  psprintf("{\"q\":%s}", json_quote(export_query(st->since))), 10);
 	if (doc == NULL)
 		return false;
 	result = json_get_path(&doc->root, run_path);
@@ -286,8 +302,9 @@ finish_backfill(SyncContext *ctx)
 	Datum		values[1] = {Int64GetDatum(ctx->source_id)};
 
 	export_release_part(ctx);
+	/* changes made after the export started are read by incremental sync */
 	exec_state("UPDATE converge.sync_state SET phase = 'incremental', backfill_completed_at = clock_timestamp(), "
-			   "cursor_updated_at = coalesce(cursor_updated_at, bulk_started_at), bulk_attempts = 0, "
+			   "cursor_updated_at = bulk_started_at, bulk_since = NULL, bulk_attempts = 0, "
 			   "bulk_status = 'LOADED', error_kind = NULL, last_success_at = now() WHERE source_id = $1",
 			   1, types, values, NULL);
 }
@@ -373,6 +390,25 @@ backfill_step(SyncContext *ctx)
 		return true;
 	}
 	return load_export(ctx, &st);
+}
+
+/*
+ * Switch a source whose incremental sync has a long backlog to a catch-up
+ * export of the orders updated since `since`: an export costs no query
+ * points and loads at backfill speed, where pages of a dozen orders each
+ * would take long.
+ */
+void
+backfill_catch_up(SyncContext *ctx, TimestampTz since)
+{
+	Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		values[2] = {Int64GetDatum(ctx->source_id), TimestampTzGetDatum(since)};
+
+	exec_state("WITH p AS (DELETE FROM converge.backfill_parts WHERE source_id = $1) "
+			   "UPDATE converge.sync_state SET phase = 'backfill', bulk_since = $2, bulk_operation_id = NULL, "
+			   "bulk_status = NULL, bulk_url = NULL, bulk_object_count = NULL, bulk_file_size = NULL, "
+			   "bulk_ready_at = NULL, bulk_attempts = 0 WHERE source_id = $1",
+			   2, types, values, NULL);
 }
 
 /* At the end of a pass: let go of the part this process was loading. */

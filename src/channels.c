@@ -81,6 +81,7 @@ typedef struct OverrideEntry
 static HTAB *override_cache = NULL;
 static MemoryContext override_context = NULL;
 static bool override_cache_valid = false;
+static uint64 invalidations = 0;	/* bumped by every invalidation */
 static bool invalidation_registered = false;
 static Oid	mappings_relid = InvalidOid;
 
@@ -134,7 +135,10 @@ static void
 mappings_invalidated(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == mappings_relid)
+	{
 		override_cache_valid = false;
+		invalidations++;
+	}
 }
 
 static void
@@ -151,6 +155,7 @@ load_overrides(void)
 {
 	HASHCTL		ctl;
 	uint64		i;
+	uint64		seen;
 
 	if (!invalidation_registered)
 	{
@@ -174,8 +179,12 @@ load_overrides(void)
 				 errmsg("table converge.channel_mappings does not exist"),
 				 errhint("Reinstall the extension: DROP EXTENSION converge; CREATE EXTENSION converge;")));
 
-	/* an invalidation that arrives while loading must force a reload */
-	override_cache_valid = true;
+	/*
+	 * Valid only once loaded, and only if no invalidation arrived meanwhile:
+	 * an error half way (a cancel) leaves it invalid, to be loaded again.
+	 */
+	override_cache_valid = false;
+	seen = invalidations;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(OverrideKey);
@@ -210,6 +219,7 @@ load_overrides(void)
 		entry->channel = canonical;
 	}
 	SPI_finish();
+	override_cache_valid = (seen == invalidations);
 }
 
 static const char *

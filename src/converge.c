@@ -32,6 +32,7 @@ int			converge_sync_time_limit_ms = 50000;
 int			converge_bulk_poll_ms = 1000;
 int			converge_sync_runs_retention_days = 7;
 int			converge_backfill_workers = 1;
+int			converge_catchup_pages = 20;
 
 void		_PG_init(void);
 
@@ -180,6 +181,15 @@ _PG_init(void)
 							"0 loads the export in the pass's own backend only.",
 							&converge_backfill_workers,
 							1, 0, 8,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.catchup_pages",
+							"Incremental pages a pass reads before it switches a longer backlog to a catch-up export.",
+							"0 never switches.",
+							&converge_catchup_pages,
+							20, 0, 100000,
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);

@@ -33,6 +33,7 @@
 #define SPLIT_WINDOW (4 * 1024 * 1024)	/* searched for an order line near a cut */
 #define MIN_PART_BYTES (8 * 1024 * 1024)	/* smaller files are one part */
 #define LOCK_CLASS_PART 0x636f6e77	/* "conw": part locks (sync.c uses "conv") */
+#define PARENT_UNKNOWN (-2)		/* skip children until the next order line */
 
 static void
 part_locktag(LOCKTAG *tag, int64 source_id, int part)
@@ -40,10 +41,17 @@ part_locktag(LOCKTAG *tag, int64 source_id, int part)
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, LOCK_CLASS_PART + part, (uint32) source_id, 2);
 }
 
+/*
+ * Shopify writes "__parentId" as the last key of a child's line, so only the
+ * end of a line is searched: an order whose note or tag says "__parentId"
+ * stays an order.
+ */
 static bool
 is_order_line(const char *line, size_t len)
 {
-	return len > 0 && memmem(line, len, "\"__parentId\"", 12) == NULL;
+	size_t		tail = Min(len, (size_t) 160);
+
+	return len > 0 && memmem(line + len - tail, tail, ",\"__parentId\":\"", 15) == NULL;
 }
 
 /* The offset of the first order line at or after `from`, or -1. */
@@ -117,8 +125,10 @@ export_plan_parts(SyncContext *ctx, const char *url, int64 size)
 			values[3] = Int64GetDatum(starts[k + 1]);
 		else
 			nulls[3] = 'n';
-		if (SPI_execute_with_args("INSERT INTO converge.backfill_parts (source_id, part, start_offset, end_offset, next_offset) "
-								  "VALUES ($1, $2, $3, $4, $3)", 4, types, values, nulls, false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_with_args("INSERT INTO converge.backfill_parts "
+								  "(source_id, part, operation_id, start_offset, end_offset, next_offset) "
+								  "SELECT $1, $2, bulk_operation_id, $3, $4, $3 FROM converge.sync_state "
+								  "WHERE source_id = $1", 4, types, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "converge: could not record the export's parts");
 	}
 }
@@ -131,8 +141,9 @@ export_parts_planned(SyncContext *ctx, int *unfinished)
 	Datum		values[1] = {Int64GetDatum(ctx->source_id)};
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT count(*), count(*) FILTER (WHERE NOT done) FROM converge.backfill_parts "
-							  "WHERE source_id = $1", 1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT count(*), count(*) FILTER (WHERE NOT p.done) FROM converge.backfill_parts p "
+							  "JOIN converge.sync_state s ON s.source_id = p.source_id AND s.bulk_operation_id = p.operation_id "
+							  "WHERE p.source_id = $1", 1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "converge: could not read the export's parts");
 	*unfinished = (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0;
@@ -148,8 +159,12 @@ read_part(SyncContext *ctx, int part, ExportPart *p)
 	bool		isnull;
 	Datum		d;
 
-	if (SPI_execute_with_args("SELECT start_offset, end_offset, next_offset, lines FROM converge.backfill_parts "
-							  "WHERE source_id = $1 AND part = $2 AND NOT done", 2, types, values, NULL, true, 1) != SPI_OK_SELECT)
+	/* only a part of the current export, read afresh (not with the step's snapshot) */
+	if (SPI_execute_with_args("SELECT p.start_offset, p.end_offset, p.next_offset, p.lines, p.operation_id "
+							  "FROM converge.backfill_parts p JOIN converge.sync_state s "
+							  "ON s.source_id = p.source_id AND s.bulk_operation_id = p.operation_id "
+							  "WHERE p.source_id = $1 AND p.part = $2 AND NOT p.done FOR UPDATE OF p",
+							  2, types, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "converge: could not read an export part");
 	if (SPI_processed != 1)
 		return false;
@@ -161,6 +176,7 @@ read_part(SyncContext *ctx, int part, ExportPart *p)
 	p->end = isnull ? -1 : DatumGetInt64(d);
 	p->next = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 	p->lines = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	strlcpy(p->operation, SPI_getvalue(tup, desc, 5), sizeof(p->operation));
 	return true;
 }
 
@@ -177,7 +193,9 @@ export_claim_part(SyncContext *ctx)
 
 	if (ctx->holding_part)
 		return true;
-	if (SPI_execute_with_args("SELECT part FROM converge.backfill_parts WHERE source_id = $1 AND NOT done ORDER BY part",
+	if (SPI_execute_with_args("SELECT p.part FROM converge.backfill_parts p JOIN converge.sync_state s "
+							  "ON s.source_id = p.source_id AND s.bulk_operation_id = p.operation_id "
+							  "WHERE p.source_id = $1 AND NOT p.done ORDER BY p.part",
 							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "converge: could not read the export's parts");
 	n = SPI_processed;
@@ -192,13 +210,13 @@ export_claim_part(SyncContext *ctx)
 		part_locktag(&tag, ctx->source_id, parts[i]);
 		if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
 			continue;
+		/* held from here, so that an error below still releases it */
+		ctx->part.part = parts[i];
+		ctx->holding_part = true;
 		/* read it under the lock: whoever held it before may have moved it on */
 		if (read_part(ctx, parts[i], &ctx->part))
-		{
-			ctx->holding_part = true;
 			return true;
-		}
-		LockRelease(&tag, ExclusiveLock, true);
+		export_release_part(ctx);
 	}
 	return false;
 }
@@ -224,16 +242,20 @@ export_release_part(SyncContext *ctx)
 static bool
 save_part(SyncContext *ctx, bool done)
 {
-	Oid			types[5] = {INT8OID, INT4OID, INT8OID, INT8OID, BOOLOID};
-	Datum		values[5];
+	Oid			types[6] = {INT8OID, INT4OID, INT8OID, INT8OID, BOOLOID, TEXTOID};
+	Datum		values[6];
 
 	values[0] = Int64GetDatum(ctx->source_id);
 	values[1] = Int32GetDatum(ctx->part.part);
 	values[2] = Int64GetDatum(ctx->part.next);
 	values[3] = Int64GetDatum(ctx->part.lines);
 	values[4] = BoolGetDatum(done);
-	if (SPI_execute_with_args("UPDATE converge.backfill_parts SET next_offset = $3, lines = $4, done = $5 "
-							  "WHERE source_id = $1 AND part = $2", 5, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+	values[5] = CStringGetTextDatum(ctx->part.operation);
+	/* a part of an export that was replaced (a resync, an expired link) is not saved */
+	if (SPI_execute_with_args("UPDATE converge.backfill_parts p SET next_offset = $3, lines = $4, done = $5 "
+							  "FROM converge.sync_state s WHERE p.source_id = $1 AND p.part = $2 "
+							  "AND p.operation_id = $6 AND s.source_id = p.source_id "
+							  "AND s.bulk_operation_id = p.operation_id", 6, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "converge: could not save the export's progress");
 	return SPI_processed == 1;
 }
@@ -293,6 +315,8 @@ load_order(SyncContext *ctx, IngestBatch *b, Jsonb *doc, char *line, int len, in
 		record_sync_error(ctx->source_id, "bad_order", "order left out: it cannot be read whole",
 						  error, line, len);
 		*skip_parent = gid_to_id(json_get_string(&doc->root, "id"));
+		if (*skip_parent < 0)
+			*skip_parent = PARENT_UNKNOWN;
 	}
 	else
 		*skip_parent = -1;
@@ -327,6 +351,18 @@ load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_par
 		record_sync_error(ctx->source_id, "bad_line", "malformed line in the bulk export",
 						  error ? error : "not a JSON object", line, len);
 		b->bad_rows++;
+		if (is_order_line(line, len))
+		{
+			/* the order before it is complete; this one's children follow it out */
+			ingest_end_order(b);
+			*skip_parent = PARENT_UNKNOWN;
+		}
+		else if (b->order_id >= 0)
+		{
+			/* its order would be stored without this child: leave it out */
+			*skip_parent = b->order_id;
+			ingest_discard_order(b);
+		}
 		return;
 	}
 	parent_v = json_node_get(tree, "__parentId", &buf);
@@ -340,7 +376,7 @@ load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_par
 
 	/* a child of an order already left out is left out with it */
 	id = json_node_text(json_node_get(tree, "id", &buf));
-	if (*skip_parent >= 0 && gid_to_id(parent) == *skip_parent)
+	if (*skip_parent == PARENT_UNKNOWN || (*skip_parent >= 0 && gid_to_id(parent) == *skip_parent))
 		return;
 	if (id && strstr(id, "/RefundLineItem/") != NULL)
 	{

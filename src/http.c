@@ -199,7 +199,8 @@ header_cb(char *line, size_t size, size_t nmemb, void *userdata)
 			char	   *end;
 			double		secs = strtod(buf, &end);
 
-			if (end != buf && *end == '\0' && secs >= 0)
+			/* a day at most: a wait that long is the pass's deadline anyway */
+			if (end != buf && *end == '\0' && secs >= 0 && secs <= 86400)
 				t->result.retry_after = secs;
 		}
 		else if (pg_strncasecmp(line, "X-Shopify-API-Version", 21) == 0)
@@ -421,8 +422,16 @@ http_stream_result(HttpTransfer *t)
 	return &t->result;
 }
 
+/* Safe on a transfer an aborted transaction already released. */
 void
 http_stream_end(HttpTransfer *t)
 {
-	free_transfer(t);
+	HttpTransfer *x;
+
+	for (x = transfers; x != NULL; x = x->next)
+		if (x == t)
+		{
+			free_transfer(t);
+			return;
+		}
 }

@@ -54,16 +54,20 @@ build_queries(void)
 	if (page_query != NULL)
 		return;
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	/* refunds come without their line items here: those cost ~100 points per refund */
+	/*
+	 * Refunds come without their line items here (those cost ~100 points per
+	 * refund; a follow-up query reads them), with the fields an export line
+	 * carries, so that the stored order JSON has the same shape either way.
+	 */
 	page_query = psprintf("query($first: Int!, $after: String, $q: String!) { "
 						  "orders(first: $first, after: $after, query: $q, sortKey: UPDATED_AT) { "
 						  "edges { cursor node { %s"
 						  "lineItems(first: %d) { edges { node { %s} } pageInfo { hasNextPage endCursor } } "
-						  "refunds(first: %d) { id } } } "
+						  "refunds(first: %d) { %s} } } "
 						  "pageInfo { hasNextPage endCursor } } }",
 						  mapping_selection(&order_mapping),
 						  NESTED_LINE_ITEMS, mapping_selection(&line_item_mapping),
-						  NESTED_REFUNDS);
+						  NESTED_REFUNDS, mapping_selection(&refund_mapping));
 	line_items_query = psprintf("query($id: ID!, $after: String) { order(id: $id) { "
 								"lineItems(first: 100, after: $after) { edges { node { %s} } "
 								"pageInfo { hasNextPage endCursor } } } }",
@@ -293,5 +297,18 @@ incremental_step(SyncContext *ctx)
 	save_cursor(ctx, newest, !more && !ctx->out_of_time);
 	if (!more)
 		ctx->page_cursor = NULL;
+
+	/*
+	 * A long backlog (many pages, reaching far back) is read faster, and at no
+	 * query cost, by an export; recent changes are not (the overlap re-reads
+	 * them at every pass), and a pass catches up at most once.
+	 */
+	if (more && converge_catchup_pages > 0 && ++ctx->pages >= converge_catchup_pages && !ctx->caught_up &&
+		GetCurrentTimestamp() - newest > 2 * (int64) converge_incremental_overlap_s * USECS_PER_SEC)
+	{
+		backfill_catch_up(ctx, newest - (int64) converge_incremental_overlap_s * USECS_PER_SEC);
+		ctx->page_cursor = NULL;
+		ctx->caught_up = true;
+	}
 	return more;
 }

@@ -117,12 +117,13 @@ add_updates(StringInfo sql, const TableMapping *m)
 	}
 }
 
-/* Children of the changed orders: delete what is gone, upsert what is there. */
+/* Children of the changed orders: upsert what is there; with replace, also delete what is gone. */
 static void
-add_children(StringInfo sql, const TableMapping *m, const char *name)
+add_children(StringInfo sql, const TableMapping *m, const char *name, bool replace)
 {
 	/* a new order has no children to replace */
-	appendStringInfo(sql, ", %s_gone AS (DELETE FROM converge.%s x USING o "
+	if (replace)
+		appendStringInfo(sql, ", %s_gone AS (DELETE FROM converge.%s x USING o "
 					 "WHERE NOT o.inserted AND x.source_id = $1 AND x.order_id = o.order_id "
 					 "AND x.%s <> ALL ($%d::int8[]))",
 					 name, m->table, m->key, nparams + 2 + column_index(m, m->key));
@@ -165,9 +166,10 @@ prepare_flush(void)
 						   "WHERE t.updated_at < EXCLUDED.updated_at OR "
 						   "(t.updated_at = EXCLUDED.updated_at AND t.data IS DISTINCT FROM EXCLUDED.data) "
 						   "RETURNING t.order_id, t.xmax = 0 AS inserted)");
-	add_children(&sql, &line_item_mapping, "li");
-	add_children(&sql, &refund_mapping, "r");
-	add_children(&sql, &refund_line_item_mapping, "rli");
+	/* refunds are never removed in Shopify, and a page may carry only the first few */
+	add_children(&sql, &line_item_mapping, "li", true);
+	add_children(&sql, &refund_mapping, "r", false);
+	add_children(&sql, &refund_line_item_mapping, "rli", false);
 	appendStringInfoString(&sql, " SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM r)");
 
 	argtypes[0] = INT8OID;
@@ -480,6 +482,17 @@ bad:
 	return false;
 }
 
+/* The order being assembled is complete: later children belong to no order. */
+void
+ingest_end_order(IngestBatch *b)
+{
+	b->order_id = -1;
+	b->orders.mark = b->orders.nrows;
+	b->line_items.mark = b->line_items.nrows;
+	b->refunds.mark = b->refunds.nrows;
+	b->refund_line_items.mark = b->refund_line_items.nrows;
+}
+
 /* Drop the order being assembled and everything added for it. */
 void
 ingest_discard_order(IngestBatch *b)
@@ -619,13 +632,22 @@ record_sync_error(int64 source_id, const char *kind, const char *message,
 	values[1] = CStringGetTextDatum(kind);
 	values[2] = CStringGetTextDatum(message);
 	values[3] = nullable_text(detail, &nulls[3]);
-	if (payload)
+	if (payload && pg_verify_mbstr(GetDatabaseEncoding(), payload, Min(payload_len, MAX_PAYLOAD), true))
 	{
 		int			len = Min(payload_len, MAX_PAYLOAD);
 
 		/* never cut a multibyte character in two */
 		len = pg_mbcliplen(payload, len, len);
 		values[4] = PointerGetDatum(cstring_to_text_with_len(payload, len));
+	}
+	else if (payload)
+	{
+		/* not text in the database's encoding: keep its bytes as hex */
+		int			len = Min(payload_len, MAX_PAYLOAD / 2);
+		char	   *hex = palloc(len * 2 + 1);
+
+		hex[hex_encode(payload, len, hex)] = '\0';
+		values[4] = CStringGetTextDatum(psprintf("\\x%s", hex));
 	}
 	else
 		nulls[4] = 'n';

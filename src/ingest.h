@@ -40,6 +40,7 @@ extern bool ingest_refund(IngestBatch *b, JsonbContainer *refund, char **error);
 extern bool ingest_line_item(IngestBatch *b, JsonbValue *item, char **error);
 extern bool ingest_refund_line_item(IngestBatch *b, int64 refund_id, JsonbValue *item, char **error);
 extern void ingest_discard_order(IngestBatch *b);
+extern void ingest_end_order(IngestBatch *b);
 extern int	ingest_pending(IngestBatch *b);
 extern void ingest_flush(IngestBatch *b);
 extern void ingest_end(IngestBatch *b);

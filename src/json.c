@@ -260,12 +260,9 @@ literal(Parser *ps, const char *word, int len)
 }
 
 /* jsonb's key order: shorter keys first, then bytewise */
-static int
-pair_cmp(const void *a, const void *b)
+static inline int
+pair_cmp(const JsonbPair *pa, const JsonbPair *pb)
 {
-	const JsonbPair *pa = a;
-	const JsonbPair *pb = b;
-
 	if (pa->key.val.string.len != pb->key.val.string.len)
 		return pa->key.val.string.len > pb->key.val.string.len ? 1 : -1;
 	{
@@ -281,6 +278,15 @@ pair_cmp(const void *a, const void *b)
  * when the container ends: a Shopify order has dozens of two-key objects,
  * and a growing array per object would cost more than the whole document.
  */
+/* an inlined sort: every object of every line is sorted */
+#define ST_SORT sort_pairs
+#define ST_ELEMENT_TYPE JsonbPair
+#define ST_COMPARE(a, b) pair_cmp(a, b)
+#define ST_SCOPE static
+#define ST_DECLARE
+#define ST_DEFINE
+#include "lib/sort_template.h"
+
 static bool
 parse_object(Parser *ps, JsonbValue *v)
 {
@@ -350,7 +356,7 @@ parse_object(Parser *ps, JsonbValue *v)
 		int			i;
 		int			kept = 0;
 
-		qsort(pairs, n, sizeof(JsonbPair), pair_cmp);
+		sort_pairs(pairs, n);
 		for (i = 0; i < n; i++)
 		{
 			if (i + 1 < n && pairs[i].key.val.string.len == pairs[i + 1].key.val.string.len &&

@@ -265,8 +265,9 @@ shopify_ensure_token(SyncContext *ctx)
 				check_scopes(ctx, scopes);
 				return;
 			}
+			/* no payload: a half-readable answer may still hold the token */
 			record_sync_error(ctx->source_id, "bad_response", "malformed access token answer",
-							  error, answer.data, answer.len);
+							  error, NULL, 0);
 			reason = "malformed access token answer";
 		}
 		else if (res.status == 400 || res.status == 401)

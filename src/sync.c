@@ -481,7 +481,9 @@ converge_sync_all(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute("SELECT s.id FROM converge.source_settings s JOIN converge.sync_state st ON st.source_id = s.id "
 					"WHERE NOT s.paused AND (st.next_attempt_at IS NULL OR st.next_attempt_at <= now()) "
-					"ORDER BY st.next_attempt_at NULLS FIRST, s.id", true, 0) != SPI_OK_SELECT)
+					/* the longest without a pass first: a long backfill never starves the others */
+					"ORDER BY (SELECT max(r.started_at) FROM converge.sync_runs r WHERE r.source_id = s.id) "
+					"NULLS FIRST, s.id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "converge: could not list the sources");
 	n = SPI_processed;
 	/* the list outlives the commits of the passes */

@@ -23,6 +23,7 @@ typedef struct ExportPart
 	int64		end;			/* offset after the part, -1: the end of the file */
 	int64		next;			/* offset of the first line not loaded yet */
 	int64		lines;
+	char		operation[128];	/* the bulk operation the part belongs to */
 } ExportPart;
 
 typedef enum LoadResult
@@ -81,6 +82,8 @@ typedef struct SyncContext
 
 	char	   *page_cursor;	/* GraphQL cursor of the incremental walk */
 	int			page_size;
+	int			pages;			/* read in this pass */
+	bool		caught_up;		/* this pass switched to a catch-up export */
 
 	HttpTransfer *download;		/* the bulk export being read, if any */
 	int64		download_offset;	/* file offset of the first unconsumed byte */
@@ -101,6 +104,7 @@ extern double backoff_seconds(int attempt);
 /* backfill.c */
 extern bool backfill_step(SyncContext *ctx);
 extern void backfill_release(SyncContext *ctx);
+extern void backfill_catch_up(SyncContext *ctx, TimestampTz since);
 
 /* export_loader.c */
 extern void export_plan_parts(SyncContext *ctx, const char *url, int64 size);

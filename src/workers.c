@@ -25,6 +25,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -172,6 +173,8 @@ converge_export_worker_main(Datum arg)
 	char	   *url;
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	/* die() only sets a flag: the worker stops at its next interrupt check */
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(args.database, args.user, 0);
 	pgstat_report_appname("converge export loader");

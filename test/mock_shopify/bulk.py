@@ -162,7 +162,7 @@ class BulkManager:
             "message": "A bulk query operation for this app and shop is already in progress: %s." % gid,
             "code": "OPERATION_IN_PROGRESS"}]}
 
-    def start(self, query, ctx):
+    def start(self, query, ctx, group=True):
         store = self.store
         mono = time.monotonic()
         fault = store.faults.take_bulk()
@@ -189,6 +189,7 @@ class BulkManager:
             n = self.base_n + len(self.order) + 1
             op = BulkOp(n, query, fault_kind, store.settings["bulk_min_ms"],
                         os.path.join(self.workdir, "%s-%d.jsonl" % (store.handle, n)))
+            op.group = group
             self.ops[n] = op
             self.order.append(op)
         root = prepared.plans[0]
@@ -276,6 +277,7 @@ class BulkManager:
         encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
         count = roots = 0
         buf = []
+        ungrouped = []      # without groupObjects: every child after all the orders
         with open(op.path, "wb") as f:
             for idx in range(limit):
                 o = orders[idx]
@@ -291,6 +293,10 @@ class BulkManager:
                         d = sel(node_children, it, ctx)
                         d["__parentId"] = parent_gid
                         lines.append(encode(d))
+                if not getattr(op, "group", True):
+                    count += len(lines) - 1
+                    ungrouped.extend(lines[1:])
+                    lines = lines[:1]
                 text = "\n".join(lines) + "\n"
                 if o.id & 1:
                     text = text.replace("/", "\\/")
@@ -303,5 +309,7 @@ class BulkManager:
                     op.object_count, op.root_count = count, roots
             if buf:
                 f.write("".join(buf).encode())
+            if ungrouped:
+                f.write(("\n".join(reversed(ungrouped)) + "\n").encode())
         op.object_count, op.root_count = count, roots
         op.file_size = os.path.getsize(op.path)

@@ -254,7 +254,12 @@ def resolve_current_bulk(_, p, ctx):
 
 
 def resolve_bulk_run(_, p, ctx):
-    payload = ctx.store.bulk.start(p.args["query"], ctx)
+    # groupObjects defaults to false from 2026-01 (true before): ungrouped files
+    # put children anywhere, not after their parent
+    group = p.args.get("groupObjects")
+    if group is None:
+        group = ctx.version < "2026-01"
+    payload = ctx.store.bulk.start(p.args["query"], ctx, group=bool(group))
     return ctx.sel(p.children, payload, ctx)
 
 
@@ -313,7 +318,7 @@ TYPES = {
     },
     "Mutation": {
         "bulkOperationRunQuery": FieldDef(OBJECT, "BulkOperationRunQueryPayload", resolve=resolve_bulk_run,
-                                          args={"query": ("String!", None), "groupObjects": ("Boolean", False)}),
+                                          args={"query": ("String!", None), "groupObjects": ("Boolean", None)}),
         "bulkOperationCancel": FieldDef(OBJECT, "BulkOperationCancelPayload", resolve=resolve_bulk_cancel,
                                         prepare=prepare_id, args={"id": ("ID!", None)}),
     },

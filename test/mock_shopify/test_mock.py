@@ -150,10 +150,10 @@ def export_orders(handle):
     return [json.loads(line) for line in export(handle).decode().splitlines()]
 
 
-def run_bulk(gql, inner, version=None, timeout=30):
-    q = 'mutation($q: String!) { bulkOperationRunQuery(query: $q) { bulkOperation { id status } ' \
-        'userErrors { field message code } } }'
-    d = gql.data(q, {"q": inner}, version=version)["bulkOperationRunQuery"]
+def run_bulk(gql, inner, version=None, timeout=30, group=True):
+    q = 'mutation($q: String!, $g: Boolean) { bulkOperationRunQuery(query: $q, groupObjects: $g) { ' \
+        'bulkOperation { id status } userErrors { field message code } } }'
+    d = gql.data(q, {"q": inner, "g": group}, version=version)["bulkOperationRunQuery"]
     assert not d["userErrors"], d
     assert d["bulkOperation"]["status"] == "CREATED"
     return wait_bulk(gql, d["bulkOperation"]["id"], timeout)
@@ -793,6 +793,22 @@ class TestBulk(unittest.TestCase):
     def setUpClass(cls):
         create_store("bulk", orders=200, seed=13, bulk_min_ms=300)
         cls.g = GQL("bulk")
+
+    def test_ungrouped_children_after_every_order(self):
+        # from 2026-01 groupObjects defaults to false: children are not under their parent
+        op = run_bulk(self.g, BULK_INNER, version="2026-01", group=None)
+        status, resp, data = download(op["url"])
+        lines = [json.loads(x) for x in data.decode().splitlines()]
+        kinds = ["child" if "__parentId" in x else "root" for x in lines]
+        first_child = kinds.index("child")
+        self.assertNotIn("root", kinds[first_child:])
+        self.assertEqual(op["objectCount"], str(len(lines)))
+        # before 2026-01 grouping was the default
+        op = run_bulk(self.g, BULK_INNER, version="2025-10", group=None)
+        status, resp, data = download(op["url"])
+        kinds = ["child" if "__parentId" in json.loads(x) else "root" for x in data.decode().splitlines()]
+        self.assertEqual(kinds[0], "root")
+        self.assertIn("root", kinds[kinds.index("child"):])
 
     def test_lifecycle_and_jsonl(self):
         op = run_bulk(self.g, BULK_INNER)
