@@ -3,6 +3,7 @@
 # mock Shopify store on loopback, on a throwaway cluster.
 #
 #   bash bench/sync_bench.sh [ORDERS]          (default 100000)
+#   BENCH_CONF="converge.backfill_workers = 2" bash bench/sync_bench.sh   (extra server settings)
 #
 # The cluster is durable (fsync and synchronous_commit on) with 2 GB of
 # shared buffers.  Prints, for the backfill: orders/s, MB/s, API requests and the backend's
@@ -14,7 +15,7 @@
 set -euo pipefail
 . "$(dirname "$0")/../test/lib.sh"
 ORDERS=${1:-100000}
-STANDARD_SECONDS=${STANDARD_SECONDS:-60}
+STANDARD_SECONDS=${STANDARD_SECONDS:-120}
 
 # A durable server sized like a production one (the test cluster skips fsync).
 export CONVERGE_PG_CONF="fsync = on
@@ -22,7 +23,8 @@ synchronous_commit = on
 shared_buffers = 2GB
 wal_buffers = 64MB
 max_wal_size = 8GB
-checkpoint_timeout = 30min"
+checkpoint_timeout = 30min
+${BENCH_CONF:-}"
 
 install_packages
 build_and_install
@@ -121,16 +123,26 @@ end=$(date +%s.%N)
 n=$(q "SELECT count(*) FROM base.orders")
 echo "baseline SQL load of the same file: $n orders in $(echo "$start $end" | awk '{printf "%.2f", $2 - $1}') s -> $(echo "$start $end $n" | awk '{printf "%d", $3 / ($2 - $1)}') orders/s"
 
-log "incremental benchmark: every order of the big store changed, 250-order pages requested, unthrottled bucket"
-$MOCKCTL create-store bench-big-inc --orders $((ORDERS / 10)) --big-order-every 0 --bucket-max 1000000 --restore-rate 1000000 -q
-src=$(q "SELECT converge.create_source('bench-inc', 'bench-big-inc', 'cid-bench-big-inc', 'secret-bench-big-inc')")
-q "UPDATE converge.sync_state SET phase = 'incremental', cursor_updated_at = '2000-01-01' WHERE source_id = $src" >/dev/null
-sync_measured "$src" "$CONVERGE_TMP/inc.peak"
-q "SELECT format('incremental %s orders in %s s -> %s orders/s; %s requests (%s orders per page query on average), %s throttled',
-                 r.orders_synced, round(extract(epoch FROM r.finished_at - r.started_at), 2),
-                 round(r.orders_synced / extract(epoch FROM r.finished_at - r.started_at)), r.requests,
-                 '$($MOCKCTL counters bench-big-inc graphql_orders)' , r.throttled)
-     FROM converge.sync_runs r WHERE source_id = $src ORDER BY id DESC LIMIT 1"
+incremental() {  # incremental STORE ORDERS CATCHUP_PAGES LABEL
+  local store=$1 n=$2 pages=$3 label=$4 src
+  $MOCKCTL create-store "$store" --orders "$n" --big-order-every 0 --bucket-max 1000000 --restore-rate 1000000 -q
+  src=$(q "SELECT converge.create_source('$store', '$store', 'cid-$store', 'secret-$store')")
+  # every order changed since the cursor: a backlog of n orders
+  q "UPDATE converge.sync_state SET phase = 'incremental', cursor_updated_at = '2000-01-01' WHERE source_id = $src" >/dev/null
+  psql -X -q -c "SET converge.sync_time_limit = '30min'" -c "SET converge.bulk_poll_interval = '100ms'" \
+       -c "SET converge.catchup_pages = $pages" -c "CALL converge.sync($src)"
+  q "SELECT format('incremental, %s: %s orders in %s s -> %s orders/s; %s requests (%s GraphQL order queries, %s exports), %s throttled',
+                   '$label', s.orders, round(extract(epoch FROM r.finished_at - r.started_at), 2),
+                   round(s.orders / extract(epoch FROM r.finished_at - r.started_at)), r.requests,
+                   '$($MOCKCTL counters "$store" graphql_orders)', '$($MOCKCTL counters "$store" graphql_bulk_start)', r.throttled)
+       FROM converge.sync_status s JOIN LATERAL (SELECT * FROM converge.sync_runs WHERE source_id = s.source_id
+                                                  ORDER BY id DESC LIMIT 1) r ON true
+      WHERE s.source_id = $src"
+}
+
+log "incremental benchmark, unthrottled bucket: pages only (catchup_pages = 0), then a long backlog (catch-up export)"
+incremental bench-pages $((ORDERS / 10)) 0 "GraphQL pages only"
+incremental bench-catchup "$ORDERS" 20 "long backlog, default settings"
 
 log "Standard plan (bucket 2000, 100 points/s): incremental for ${STANDARD_SECONDS} s"
 $MOCKCTL create-store bench-standard --orders 5000 --big-order-every 0 -q

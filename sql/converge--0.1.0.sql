@@ -290,7 +290,6 @@ CREATE TABLE converge.orders (
 COMMENT ON TABLE converge.orders IS
   'Every order of every source. Money columns are in the buyer''s (presentment) currency; *_shop columns in the shop currency. data is the order as Shopify returned it (without its line items and refund line items, which have their own tables).';
 CREATE INDEX orders_source_created_idx ON converge.orders (source_id, created_at);
-CREATE INDEX orders_source_updated_idx ON converge.orders (source_id, updated_at);
 CREATE INDEX orders_source_customer_idx ON converge.orders (source_id, customer_id, created_at) WHERE customer_id IS NOT NULL;
 CREATE INDEX orders_source_email_idx ON converge.orders (source_id, lower(email), created_at) WHERE email IS NOT NULL;
 CREATE INDEX orders_source_name_idx ON converge.orders (source_id, order_name);

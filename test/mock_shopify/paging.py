@@ -25,6 +25,21 @@ TIME_ATTRS = ("created", "updated", "processed")
 
 # ----------------------------------------------------------------- cursors
 
+
+def cursor_bounds(keys, lo, hi, after, before, reverse):
+    """Narrow [lo, hi) of sorted keys to what lies strictly after `after` and before `before`."""
+    if after is not None:
+        if reverse:
+            hi = min(hi, bisect_left(keys, after))
+        else:
+            lo = max(lo, bisect_right(keys, after))
+    if before is not None:
+        if reverse:
+            lo = max(lo, bisect_right(keys, before))
+        else:
+            hi = min(hi, bisect_left(keys, before))
+    return lo, hi
+
 def encode_cursor(value, id_, is_time):
     if is_time:
         value = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(value))
@@ -115,17 +130,7 @@ class OrderIndex:
         if r:
             flo = bisect_left(keys, (r[0], -math.inf))
             fhi = bisect_right(keys, (r[1], math.inf))
-        lo, hi = flo, fhi
-        if after is not None:
-            if reverse:
-                hi = min(hi, bisect_left(keys, after))
-            else:
-                lo = max(lo, bisect_right(keys, after))
-        if before is not None:
-            if reverse:
-                lo = max(lo, bisect_right(keys, before))
-            else:
-                hi = min(hi, bisect_left(keys, before))
+        lo, hi = cursor_bounds(keys, flo, fhi, after, before, reverse)
         # Keep both boundaries inside the filtered range but do not collapse
         # them onto each other: when the window is empty, the after-side
         # boundary decides hasPreviousPage and the before-side one hasNextPage.
@@ -197,16 +202,7 @@ def page_list(items, args):
     after, before = args.get("after"), args.get("before")
     if after is not None or before is not None:
         keys = [(it.id, it.id) for it in items]
-        if after is not None:
-            if reverse:
-                hi = min(hi, bisect_left(keys, after))
-            else:
-                lo = max(lo, bisect_right(keys, after))
-        if before is not None:
-            if reverse:
-                lo = max(lo, bisect_right(keys, before))
-            else:
-                hi = min(hi, bisect_left(keys, before))
+        lo, hi = cursor_bounds(keys, lo, hi, after, before, reverse)
     return _page_positions(items, None, 0, len(items), lo, hi, reverse, args.get("first"), args.get("last"))
 
 
