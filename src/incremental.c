@@ -214,6 +214,7 @@ adapt_page_size(SyncContext *ctx, int first)
 	per_order = (ctx->last_query_cost - 3) / first;
 	if (per_order <= 0)
 		return;
+	ctx->page_cost_per_order = per_order;
 	ctx->page_size = (int) Max(1.0, Min(250.0, floor((limit - 3) / per_order)));
 }
 
@@ -243,7 +244,8 @@ incremental_step(SyncContext *ctx)
 						  psprintf("{\"first\":%d,\"after\":%s,\"q\":%s}", first,
 								   ctx->page_cursor ? json_quote(ctx->page_cursor) : "null",
 								   json_quote(search)),
-						  first * 80);
+						  /* paced for this page's size, not the last one's */
+						  (int) ceil(first * (ctx->page_cost_per_order > 0 ? ctx->page_cost_per_order : 100) + 3));
 	if (doc == NULL)
 		return false;
 	adapt_page_size(ctx, first);

@@ -7,7 +7,7 @@
  * batch: every column travels as an array parameter and is unnested into an
  * INSERT ... ON CONFLICT for orders, line items, refunds and refund line
  * items together.  An order is only rewritten when it is newer than (or
- * differs from) the stored one, and only then are its children replaced, so
+ * differs from) the stored one, and only then are its children upserted, so
  * re-reading a page or an export line never duplicates or regresses a row.
  * An order that cannot be read whole is recorded in converge.sync_errors
  * and left out; the rest of the batch goes on.
@@ -117,16 +117,14 @@ add_updates(StringInfo sql, const TableMapping *m)
 	}
 }
 
-/* Children of the changed orders: upsert what is there; with replace, also delete what is gone. */
+/*
+ * Children of the changed orders, upserted.  Nothing is deleted: Shopify
+ * keeps a line item removed by an edit (with currentQuantity 0) and never
+ * removes a refund, and a page may carry only an order's first refunds.
+ */
 static void
-add_children(StringInfo sql, const TableMapping *m, const char *name, bool replace)
+add_children(StringInfo sql, const TableMapping *m, const char *name)
 {
-	/* a new order has no children to replace */
-	if (replace)
-		appendStringInfo(sql, ", %s_gone AS (DELETE FROM converge.%s x USING o "
-					 "WHERE NOT o.inserted AND x.source_id = $1 AND x.order_id = o.order_id "
-					 "AND x.%s <> ALL ($%d::int8[]))",
-					 name, m->table, m->key, nparams + 2 + column_index(m, m->key));
 	appendStringInfo(sql, ", %s AS (INSERT INTO converge.%s AS t (source_id", name, m->table);
 	add_columns(sql, m, "");
 	appendStringInfoString(sql, ") SELECT $1");
@@ -165,11 +163,10 @@ prepare_flush(void)
 						   "tags = EXCLUDED.tags, discount_codes = EXCLUDED.discount_codes, synced_at = EXCLUDED.synced_at "
 						   "WHERE t.updated_at < EXCLUDED.updated_at OR "
 						   "(t.updated_at = EXCLUDED.updated_at AND t.data IS DISTINCT FROM EXCLUDED.data) "
-						   "RETURNING t.order_id, t.xmax = 0 AS inserted)");
-	/* refunds are never removed in Shopify, and a page may carry only the first few */
-	add_children(&sql, &line_item_mapping, "li", true);
-	add_children(&sql, &refund_mapping, "r", false);
-	add_children(&sql, &refund_line_item_mapping, "rli", false);
+						   "RETURNING t.order_id)");
+	add_children(&sql, &line_item_mapping, "li");
+	add_children(&sql, &refund_mapping, "r");
+	add_children(&sql, &refund_line_item_mapping, "rli");
 	appendStringInfoString(&sql, " SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM r)");
 
 	argtypes[0] = INT8OID;

@@ -82,6 +82,7 @@ typedef struct SyncContext
 
 	char	   *page_cursor;	/* GraphQL cursor of the incremental walk */
 	int			page_size;
+	double		page_cost_per_order;	/* requested points per order of a page */
 	int			pages;			/* read in this pass */
 	bool		caught_up;		/* this pass switched to a catch-up export */
 
