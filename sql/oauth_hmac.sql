@@ -62,7 +62,9 @@ SELECT label, converge.verify_oauth_hmac(q || '&hmac=' || encode(hmac(q, 'k', 's
         UNION ALL SELECT '60 s ahead', 'shop=acme-eu.myshopify.com&timestamp=' || (extract(epoch FROM now())::bigint + 60)
         UNION ALL SELECT '10 min ago', 'shop=acme-eu.myshopify.com&timestamp=' || (extract(epoch FROM now())::bigint - 600)
         UNION ALL SELECT 'no timestamp', 'shop=acme-eu.myshopify.com'
-        UNION ALL SELECT 'bad timestamp', 'shop=acme-eu.myshopify.com&timestamp=17e8') AS t;
+        UNION ALL SELECT 'bad timestamp', 'shop=acme-eu.myshopify.com&timestamp=17e8'
+        UNION ALL SELECT 'far future', 'shop=acme-eu.myshopify.com&timestamp=9223372036854775807'
+        UNION ALL SELECT 'far past', 'shop=acme-eu.myshopify.com&timestamp=-9223372036854775807') AS t;
 
 \set VERBOSITY default
 SELECT converge.verify_oauth_hmac(:'q' || '&hmac=' || :'mac', NULL);

@@ -248,7 +248,8 @@ converge_sales_channel(bool have_source, int64 source_id, const char *source_nam
 	if (!override_cache_valid)
 		load_overrides();
 
-	if (strlen(source_name) <= MAX_SOURCE_NAME_LEN)
+	/* most installations have no overrides: skip hashing a 270-byte key twice per order */
+	if (hash_get_num_entries(override_cache) > 0 && strlen(source_name) <= MAX_SOURCE_NAME_LEN)
 	{
 		if (have_source)
 			channel = lookup_override(false, source_id, source_name);

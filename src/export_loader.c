@@ -306,11 +306,12 @@ open_part(SyncContext *ctx, const char *url)
 }
 
 static void
-load_order(SyncContext *ctx, IngestBatch *b, Jsonb *doc, char *line, int len, int64 *skip_parent)
+load_order(SyncContext *ctx, IngestBatch *b, JsonbValue *tree, char *line, int len, int64 *skip_parent)
 {
 	char	   *error = NULL;
+	Jsonb	   *doc = json_value_to_jsonb(tree);
 
-	if (!ingest_order(b, doc, &doc->root, true, &error))
+	if (!ingest_order(b, doc, &doc->root, tree, true, &error))
 	{
 		record_sync_error(ctx->source_id, "bad_order", "order left out: it cannot be read whole",
 						  error, line, len);
@@ -338,11 +339,11 @@ load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_par
 
 	if (tree == NULL && error == NULL)
 	{
-		Jsonb	   *doc = json_parse(line, len, &error);
+		JsonbValue *order = json_parse_value(line, len, &error);
 
-		if (doc != NULL && JsonContainerIsObject(&doc->root))
+		if (order != NULL && order->type == jbvObject)
 		{
-			load_order(ctx, b, doc, line, len, skip_parent);
+			load_order(ctx, b, order, line, len, skip_parent);
 			return;
 		}
 	}
@@ -370,7 +371,7 @@ load_line(SyncContext *ctx, IngestBatch *b, char *line, int len, int64 *skip_par
 	if (parent == NULL)
 	{
 		/* "__parentId" was only text inside an order line */
-		load_order(ctx, b, json_value_to_jsonb(tree), line, len, skip_parent);
+		load_order(ctx, b, tree, line, len, skip_parent);
 		return;
 	}
 

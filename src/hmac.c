@@ -283,7 +283,8 @@ converge_verify_oauth_hmac(PG_FUNCTION_ARGS)
 		ts = strtoll(timestamp, &endp, 10);
 		if (errno != 0 || *endp != '\0')
 			PG_RETURN_BOOL(false);
-		if (Abs((int64) ts - now_secs) * USECS_PER_SEC > max_usecs)
+		/* compared in seconds: a huge timestamp must not overflow into "fresh" */
+		if (ts < now_secs - max_usecs / USECS_PER_SEC || ts > now_secs + max_usecs / USECS_PER_SEC)
 			PG_RETURN_BOOL(false);
 	}
 

@@ -265,7 +265,7 @@ incremental_step(SyncContext *ctx)
 		bool		ok;
 		MemoryContext old = MemoryContextSwitchTo(b.cxt);
 
-		ok = ingest_order(&b, NULL, node, false, &error);
+		ok = ingest_order(&b, NULL, node, NULL, false, &error);
 		if (ok && has_next_page(items))
 			ok = complete_line_items(ctx, &b, gid, end_cursor(items), &error);
 		if (ok && refunds)

@@ -35,7 +35,8 @@ typedef struct IngestBatch
 } IngestBatch;
 
 extern void ingest_begin(IngestBatch *b, int64 source_id);
-extern bool ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, bool with_refunds, char **error);
+extern bool ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, JsonbValue *tree,
+						 bool with_refunds, char **error);
 extern bool ingest_refund(IngestBatch *b, JsonbContainer *refund, char **error);
 extern bool ingest_line_item(IngestBatch *b, JsonbValue *item, char **error);
 extern bool ingest_refund_line_item(IngestBatch *b, int64 refund_id, JsonbValue *item, char **error);
