@@ -69,6 +69,19 @@ exec_update(const char *sql, int nargs, Oid *types, Datum *values, const char *n
 		elog(ERROR, "converge: %s failed: %s", sql, SPI_result_code_string(rc));
 }
 
+/*
+ * For the transaction that starts: commit without waiting for the WAL flush.
+ * A crash can then lose the last moments of work, but never half of it: rows
+ * and the offset or cursor that covers them are lost together, and the next
+ * pass reads them again.  Nothing is skipped or stored twice.
+ */
+void
+sync_transaction_settings(void)
+{
+	if (SPI_execute("SET LOCAL synchronous_commit TO off", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "converge: could not set synchronous_commit");
+}
+
 /* Record an error on the source without aborting anything. */
 void
 sync_note_error(SyncContext *ctx, const char *kind, const char *message,
@@ -289,6 +302,7 @@ run_step(SyncContext *ctx, bool *more)
 
 	ctx->requests = ctx->throttled = ctx->retries = 0;
 	ctx->error_noted = false;
+	sync_transaction_settings();
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);

@@ -121,6 +121,7 @@ extern int	launch_export_workers(SyncContext *ctx, int n);
 extern bool incremental_step(SyncContext *ctx);
 
 /* sync.c */
+extern void sync_transaction_settings(void);
 extern void sync_note_error(SyncContext *ctx, const char *kind, const char *message,
 							const char *detail, const char *hint);
 extern char *json_quote(const char *s);

@@ -94,6 +94,7 @@ worker_step(SyncContext *ctx, const char *url)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
+	sync_transaction_settings();
 
 	ctx->requests = 0;
 	ctx->orders_synced = ctx->refunds_synced = 0;
