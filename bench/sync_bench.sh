@@ -5,8 +5,8 @@
 #   bash bench/sync_bench.sh [ORDERS]          (default 100000)
 #   BENCH_CONF="converge.backfill_workers = 2" bash bench/sync_bench.sh   (extra server settings)
 #
-# The cluster is durable (fsync and synchronous_commit on) with 2 GB of
-# shared buffers.  Prints, for the backfill: orders/s, MB/s, API requests and the backend's
+# The cluster is durable (fsync, synchronous_commit and full_page_writes on)
+# with 2 GB of shared buffers.  Prints, for the backfill: orders/s, MB/s, API requests and the backend's
 # peak private memory (for ORDERS and for ORDERS/10, to show it does not grow
 # with the store), next to a hand-written set-based SQL load of the same JSONL
 # (COPY into jsonb, then INSERT ... SELECT); for incremental sync: orders/s
@@ -20,6 +20,7 @@ STANDARD_SECONDS=${STANDARD_SECONDS:-120}
 # A durable server sized like a production one (the test cluster skips fsync).
 export CONVERGE_PG_CONF="fsync = on
 synchronous_commit = on
+full_page_writes = on
 shared_buffers = 2GB
 wal_buffers = 64MB
 max_wal_size = 8GB
