@@ -30,7 +30,12 @@
 #include "json.h"
 #include "order_mapping.h"
 
-#define ORDER_EXTRA_COLUMNS 2	/* sales_channel, data */
+/* Order columns computed here rather than extracted; tags and discount codes
+ * travel joined by 0x1F (a plain text array parameter cannot hold a list per row). */
+#define ORDER_EXTRA_COLUMNS 4
+#define LIST_SEPARATOR '\x1f'
+static const char *const order_extra_names[ORDER_EXTRA_COLUMNS] = {"sales_channel", "data", "tags_joined", "codes_joined"};
+static const Oid order_extra_types[ORDER_EXTRA_COLUMNS] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID};
 #define MAX_PAYLOAD 16384		/* of a bad row kept in sync_errors */
 
 static const char *const connection_keys[] = {"lineItems", "refundLineItems", NULL};
@@ -79,8 +84,8 @@ add_rows(StringInfo sql, const TableMapping *m, const char *alias)
 	appendStringInfoString(sql, "(SELECT ");
 	for (i = 0; i < w; i++)
 	{
-		Oid			type = i < m->nfields ? field_type(m->fields[i].kind) : (i == m->nfields ? TEXTOID : JSONBOID);
-		const char *name = i < m->nfields ? m->fields[i].column : (i == m->nfields ? "sales_channel" : "data");
+		Oid			type = i < m->nfields ? field_type(m->fields[i].kind) : order_extra_types[i - m->nfields];
+		const char *name = i < m->nfields ? m->fields[i].column : order_extra_names[i - m->nfields];
 
 		params[nparams].elemtype = type;
 		params[nparams].m = m;
@@ -154,8 +159,8 @@ prepare_flush(void)
 	appendStringInfoString(&sql, ", sales_channel, data, tags, discount_codes, synced_at) SELECT $1");
 	add_columns(&sql, &order_mapping, "u.");
 	appendStringInfoString(&sql, ", u.sales_channel, u.data, "
-						   "ARRAY(SELECT jsonb_array_elements_text(u.data->'tags')), "
-						   "ARRAY(SELECT jsonb_array_elements_text(u.data->'discountCodes')), now() FROM ");
+						   "coalesce(string_to_array(u.tags_joined, E'\\x1f'), '{}'), "
+						   "coalesce(string_to_array(u.codes_joined, E'\\x1f'), '{}'), now() FROM ");
 	add_rows(&sql, &order_mapping, "u");
 	appendStringInfoString(&sql, " ON CONFLICT (source_id, order_id) DO UPDATE SET ");
 	add_updates(&sql, &order_mapping);
@@ -284,25 +289,43 @@ list_item(JsonbContainer *items, int i, bool edges)
 	return edges ? json_get_container(c, "node") : c;
 }
 
+/*
+ * A list of strings joined by LIST_SEPARATOR into *joined (NULL when the key
+ * is absent); false when it is not a list of strings without that character.
+ */
 static bool
-strings_array(JsonbContainer *c, const char *key)
+joined_strings(JsonbContainer *c, const char *key, char **joined)
 {
 	JsonbValue	buf;
 	JsonbValue *v = json_get(c, key, &buf);
+	StringInfoData out;
 	int			i;
 
+	*joined = NULL;
 	if (v == NULL)
 		return true;
 	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
 		return false;
+	initStringInfo(&out);
 	for (i = 0; i < json_array_size(v->val.binary.data); i++)
 	{
 		JsonbValue *e = getIthJsonbValueFromContainer(v->val.binary.data, i);
 
-		if (e->type != jbvString)
+		if (e->type != jbvString || memchr(e->val.string.val, LIST_SEPARATOR, e->val.string.len) != NULL)
 			return false;
+		if (i > 0)
+			appendStringInfoChar(&out, LIST_SEPARATOR);
+		appendBinaryStringInfo(&out, e->val.string.val, e->val.string.len);
 	}
+	*joined = out.data;
 	return true;
+}
+
+static void
+set_order_extra(IngestBatch *b, Datum *values, int k, Datum value, bool isnull)
+{
+	values[order_mapping.nfields + k] = value;
+	b->orders.nulls[(b->orders.nrows - 1) * width(&order_mapping) + order_mapping.nfields + k] = isnull;
 }
 
 bool
@@ -423,6 +446,8 @@ ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, JsonbValue *tree
 	bool		edges;
 	JsonbValue	obuf;
 	char	   *source_name;
+	char	   *tags;
+	char	   *codes;
 	int			i;
 	int			n;
 
@@ -440,18 +465,18 @@ ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, JsonbValue *tree
 	}
 	if (!add_row(b, &order_mapping, tree ? tree : node(order, &obuf), &values, error))
 		goto bad;
-	if (!strings_array(order, "tags") || !strings_array(order, "discountCodes"))
+	if (!joined_strings(order, "tags", &tags) || !joined_strings(order, "discountCodes", &codes))
 	{
 		b->orders.nrows--;
-		*error = pstrdup("tags and discountCodes must be lists of strings");
+		*error = pstrdup("tags and discountCodes must be lists of strings (without the character 0x1F)");
 		goto bad;
 	}
 	b->order_id = DatumGetInt64(values[column_index(&order_mapping, "order_id")]);
 
 	source_name = json_get_string(order, "sourceName");
-	values[order_mapping.nfields] =
-		CStringGetTextDatum(converge_sales_channel(true, b->source_id, source_name));
-	b->orders.nulls[(b->orders.nrows - 1) * width(&order_mapping) + order_mapping.nfields] = false;
+	set_order_extra(b, values, 0, CStringGetTextDatum(converge_sales_channel(true, b->source_id, source_name)), false);
+	set_order_extra(b, values, 2, tags ? CStringGetTextDatum(tags) : (Datum) 0, tags == NULL);
+	set_order_extra(b, values, 3, codes ? CStringGetTextDatum(codes) : (Datum) 0, codes == NULL);
 
 	n = list_size(json_get_container(order, "lineItems"), &items, &edges);
 	for (i = 0; i < n; i++)
@@ -468,8 +493,7 @@ ingest_order(IngestBatch *b, Jsonb *doc, JsonbContainer *order, JsonbValue *tree
 		Jsonb	   *data = (doc != NULL && !has_connections(order)) ? doc :
 			json_without_keys(order, connection_keys);
 
-		values[order_mapping.nfields + 1] = JsonbPGetDatum(data);
-		b->orders.nulls[(b->orders.nrows - 1) * width(&order_mapping) + order_mapping.nfields + 1] = false;
+		set_order_extra(b, values, 1, JsonbPGetDatum(data), false);
 	}
 	MemoryContextSwitchTo(old);
 	return true;
