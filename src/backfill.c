@@ -410,10 +410,3 @@ backfill_catch_up(SyncContext *ctx, TimestampTz since)
 			   "bulk_ready_at = NULL, bulk_attempts = 0 WHERE source_id = $1",
 			   2, types, values, NULL);
 }
-
-/* At the end of a pass: let go of the part this process was loading. */
-void
-backfill_release(SyncContext *ctx)
-{
-	export_release_part(ctx);
-}

@@ -20,9 +20,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
-#include "commands/proclang.h"
 #include "executor/spi.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/lock.h"
@@ -331,7 +329,7 @@ run_step(SyncContext *ctx, bool *more)
 	/* a stream read in the rolled-back step no longer matches the saved offset */
 	http_abort_all();
 	ctx->download = NULL;
-	backfill_release(ctx);
+	export_release_part(ctx);
 	if (must_rethrow(edata->sqlerrcode))
 		ReThrowError((ErrorData *) edata);
 	record_failure(ctx, (ErrorData *) edata);
@@ -427,7 +425,7 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 	}
 	PG_FINALLY();
 	{
-		backfill_release(ctx);
+		export_release_part(ctx);
 		LockRelease(&tag, ExclusiveLock, true);
 		MemoryContextDelete(cxt);
 	}

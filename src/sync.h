@@ -104,7 +104,6 @@ extern double backoff_seconds(int attempt);
 
 /* backfill.c */
 extern bool backfill_step(SyncContext *ctx);
-extern void backfill_release(SyncContext *ctx);
 extern void backfill_catch_up(SyncContext *ctx, TimestampTz since);
 
 /* export_loader.c */
