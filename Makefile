@@ -7,6 +7,7 @@ OBJS = \
 	src/converge.o \
 	src/backfill.o \
 	src/channels.o \
+	src/event_payload.o \
 	src/export_loader.o \
 	src/hmac.o \
 	src/http.o \
@@ -23,7 +24,8 @@ DATA = sql/converge--0.1.0.sql
 PGFILEDESC = "converge - Shopify orders and refunds as purchase events"
 
 REGRESS = install store_handle base_url sales_channel channel_mappings \
-	webhook_hmac oauth_hmac dump_restore json_parser sources sync_backfill sync_incremental sync_faults sync_config sync_crash schedule
+	webhook_hmac oauth_hmac dump_restore json_parser sources sync_backfill sync_incremental sync_faults sync_config sync_crash \
+	events events_exclusions events_upsell schedule
 REGRESS_OPTS = --dbname=contrib_regression
 
 PG_CPPFLAGS = -Isrc

@@ -155,8 +155,12 @@ CREATE TABLE converge.source_settings (
   api_version   text NOT NULL DEFAULT '2026-10'
                 CONSTRAINT sources_api_version_check CHECK (api_version ~ '^[0-9]{4}-(01|04|07|10)$'),
   upsell_delay  boolean NOT NULL DEFAULT false,
+  upsell_delay_length interval NOT NULL DEFAULT '10 minutes'
+                CONSTRAINT sources_upsell_delay_length_check
+                CHECK (upsell_delay_length > '0' AND upsell_delay_length <= '1 day'),
   paused        boolean NOT NULL DEFAULT false,
-  connected_at  timestamptz NOT NULL DEFAULT now(),
+  -- whole seconds, like Shopify's times: an order placed in the second of connecting is new
+  connected_at  timestamptz NOT NULL DEFAULT date_trunc('second', now()),
   created_at    timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE converge.source_settings IS 'Shopify stores (the view converge.sources shows them); secrets live in converge.source_secrets';
@@ -193,6 +197,7 @@ CREATE TABLE converge.sync_state (
   bulk_file_size        bigint,
   bulk_attempts         integer NOT NULL DEFAULT 0,
   backfill_completed_at timestamptz,
+  history_complete_at   timestamptz,   -- the first historical sync finished (never reset)
   cursor_updated_at     timestamptz,
   last_success_at       timestamptz,
   next_attempt_at       timestamptz,
@@ -393,7 +398,9 @@ CREATE INDEX sync_errors_source_idx ON converge.sync_errors (source_id, occurred
 
 CREATE FUNCTION converge.create_source(
   name text, store text, client_id text, client_secret text,
-  upsell_delay boolean DEFAULT false, api_version text DEFAULT '2026-10')
+  upsell_delay boolean DEFAULT false, api_version text DEFAULT '2026-10',
+  exclude_channels text[] DEFAULT '{}', exclude_tags text[] DEFAULT '{}',
+  upsell_delay_length interval DEFAULT '10 minutes')
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -430,16 +437,32 @@ BEGIN
       USING ERRCODE = 'unique_violation', HINT = 'Choose another name.';
   END IF;
 
-  INSERT INTO converge.source_settings (name, store, client_id, api_version, upsell_delay)
-  VALUES (clean_name, handle, btrim(client_id), api_version, upsell_delay)
+  PERFORM converge._check_upsell_delay_length(upsell_delay_length);
+
+  INSERT INTO converge.source_settings (name, store, client_id, api_version, upsell_delay, upsell_delay_length)
+  VALUES (clean_name, handle, btrim(client_id), api_version, upsell_delay, upsell_delay_length)
   RETURNING id INTO new_id;
   INSERT INTO converge.source_secrets (source_id, client_secret) VALUES (new_id, client_secret);
+  PERFORM converge.add_exclusion(new_id, 'channel', c) FROM unnest(exclude_channels) c;
+  PERFORM converge.add_exclusion(new_id, 'tag', t) FROM unnest(exclude_tags) t;
   -- queue the historical sync: the next pass (or the next pg_cron run) starts it
   INSERT INTO converge.sync_state (source_id, next_attempt_at) VALUES (new_id, now());
   RETURN new_id;
 END $$;
-COMMENT ON FUNCTION converge.create_source(text, text, text, text, boolean, text) IS
-  'Add a Shopify store; records connected_at (historic vs new) and queues its historical sync';
+COMMENT ON FUNCTION converge.create_source(text, text, text, text, boolean, text, text[], text[], interval) IS
+  'Add a Shopify store with its exclusion rules; records connected_at (historic vs new) and queues its historical sync';
+
+CREATE FUNCTION converge._check_upsell_delay_length(length interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF length IS NULL OR length <= '0' OR length > '1 day' THEN
+    RAISE EXCEPTION 'invalid upsell delay length "%"', length
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Give a positive interval of at most one day; the default is 10 minutes.';
+  END IF;
+END $$;
 
 CREATE FUNCTION converge._source_or_error(source bigint)
 RETURNS converge.source_settings
@@ -488,7 +511,8 @@ BEGIN
    WHERE source_id = source;
 END $$;
 
-CREATE FUNCTION converge.alter_source(source bigint, upsell_delay boolean DEFAULT NULL, api_version text DEFAULT NULL)
+CREATE FUNCTION converge.alter_source(source bigint, upsell_delay boolean DEFAULT NULL, api_version text DEFAULT NULL,
+                                      upsell_delay_length interval DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -499,9 +523,14 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Versions are named YYYY-MM with a quarter''s first month, for example 2026-10.';
   END IF;
+  IF upsell_delay_length IS NOT NULL THEN
+    PERFORM converge._check_upsell_delay_length(upsell_delay_length);
+  END IF;
+  -- events already held keep the release time they were given
   UPDATE converge.source_settings
      SET upsell_delay = coalesce(alter_source.upsell_delay, source_settings.upsell_delay),
-         api_version = coalesce(alter_source.api_version, source_settings.api_version)
+         api_version = coalesce(alter_source.api_version, source_settings.api_version),
+         upsell_delay_length = coalesce(alter_source.upsell_delay_length, source_settings.upsell_delay_length)
    WHERE id = source;
 END $$;
 
@@ -546,6 +575,7 @@ AS $$
 BEGIN
   PERFORM converge._source_or_error(source);
   IF drop_data THEN
+    DELETE FROM converge.events WHERE source_id = source;
     DELETE FROM converge.refund_line_items WHERE source_id = source;
     DELETE FROM converge.refunds WHERE source_id = source;
     DELETE FROM converge.line_items WHERE source_id = source;
@@ -557,20 +587,506 @@ BEGIN
   DELETE FROM converge.source_settings WHERE id = source;   -- secrets and sync state go with it
 END $$;
 COMMENT ON FUNCTION converge.drop_source(bigint, boolean) IS
-  'Remove a source (and its secrets); its orders, refunds and logs are kept unless drop_data';
+  'Remove a source (and its secrets and exclusion rules); its orders, refunds, events and logs are kept unless drop_data';
 
-REVOKE EXECUTE ON FUNCTION converge.create_source(text, text, text, text, boolean, text),
+REVOKE EXECUTE ON FUNCTION converge.create_source(text, text, text, text, boolean, text, text[], text[], interval),
   converge.rename_source(bigint, text), converge.set_credentials(bigint, text, text),
-  converge.alter_source(bigint, boolean, text), converge.pause_source(bigint),
+  converge.alter_source(bigint, boolean, text, interval), converge.pause_source(bigint),
   converge.resume_source(bigint), converge.resync_source(bigint),
   converge.drop_source(bigint, boolean) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Events: one Placed Order per included order, one Received Refund per refund
+--
+-- Rows are generated by converge._order_events(), which the sync calls in the
+-- transaction that stores the orders and refunds.  What an event says is
+-- defined once, by the views _placed_order_facts, _placed_order_items,
+-- _received_refund_facts and _received_refund_items (over _order_facts);
+-- which orders are excluded, once, by the view excluded_orders.
+------------------------------------------------------------------------------
+
+CREATE TABLE converge.exclusion_rules (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  source_id   bigint NOT NULL REFERENCES converge.source_settings (id) ON DELETE CASCADE,
+  kind        text NOT NULL CONSTRAINT exclusion_rules_kind_check CHECK (kind IN ('channel', 'tag', 'test')),
+  value       text CONSTRAINT exclusion_rules_value_check
+              CHECK (CASE WHEN kind = 'test' THEN value IS NULL ELSE btrim(value) <> '' END),
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX exclusion_rules_unique ON converge.exclusion_rules (source_id, kind, lower(coalesce(value, '')));
+COMMENT ON TABLE converge.exclusion_rules IS
+  'Per source: orders to keep out of events. channel: a Shopify sourceName or a Converge sales channel type; tag: an order tag; test: test orders. Matching is case-insensitive.';
+
+-- The one definition of what a rule matches.
+CREATE FUNCTION converge._rule_matches(kind text, value text, source_name text, sales_channel text,
+                                       tags text[], test boolean)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE kind
+         WHEN 'channel' THEN lower(value) = lower(source_name) OR lower(value) = sales_channel
+         WHEN 'tag' THEN lower(value) = ANY (lower(tags::text)::text[])
+         WHEN 'test' THEN test
+       END;
+
+CREATE VIEW converge.excluded_orders AS
+SELECT o.source_id, o.order_id, o.order_name, o.created_at, o.source_name,
+       converge.sales_channel(o.source_id, o.source_name) AS sales_channel, o.tags, o.test,
+       r.id AS rule_id, r.kind AS rule_kind, r.value AS rule_value
+  FROM converge.exclusion_rules r
+  JOIN converge.orders o ON o.source_id = r.source_id
+ WHERE converge._rule_matches(r.kind, r.value, o.source_name, converge.sales_channel(o.source_id, o.source_name),
+                              o.tags, o.test);
+COMMENT ON VIEW converge.excluded_orders IS
+  'Every stored order an exclusion rule keeps out of events, once per rule that matches it';
+
+CREATE TABLE converge.events (
+  event_id            text PRIMARY KEY,
+  source_id           bigint NOT NULL,
+  event_name          text NOT NULL CONSTRAINT events_name_check CHECK (event_name IN ('Placed Order', 'Received Refund')),
+  occurred_at         timestamptz NOT NULL,
+  order_id            bigint NOT NULL,
+  refund_id           bigint,
+  sales_channel       text NOT NULL,
+  properties          jsonb NOT NULL,
+  profile_properties  jsonb NOT NULL,
+  aliases             text[] NOT NULL,
+  state               text NOT NULL CONSTRAINT events_state_check CHECK (state IN ('historic', 'held', 'ready', 'dropped')),
+  release_at          timestamptz,
+  released_at         timestamptz,
+  dropped_reason      text,
+  created_at          timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT events_refund_check CHECK ((event_name = 'Received Refund') = (refund_id IS NOT NULL)),
+  CONSTRAINT events_held_check CHECK (state <> 'held' OR (release_at IS NOT NULL AND released_at IS NULL)),
+  CONSTRAINT events_ready_check CHECK (state <> 'ready' OR released_at IS NOT NULL)
+);
+COMMENT ON TABLE converge.events IS
+  'Converge events: historic (before the source was connected; never forwarded), held (upsell delay, or waiting for the historical sync), ready (released, frozen), dropped (excluded before release)';
+CREATE INDEX events_source_name_time_idx ON converge.events (source_id, event_name, occurred_at);
+CREATE INDEX events_held_idx ON converge.events (release_at) WHERE state = 'held';
+CREATE INDEX events_state_idx ON converge.events (state, released_at) WHERE state <> 'historic';
+
+-- A released event is frozen: nothing rewrites what was (or will be) forwarded.
+CREATE FUNCTION converge._event_frozen()
+RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RAISE EXCEPTION 'event % was released and cannot change', OLD.event_id
+    USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = format('It was released at %s.', OLD.released_at),
+          HINT = 'Released events are immutable; refunds and later changes arrive as events of their own.';
+END $$;
+CREATE TRIGGER events_frozen BEFORE UPDATE ON converge.events
+  FOR EACH ROW WHEN (OLD.released_at IS NOT NULL AND
+                     (NEW.properties IS DISTINCT FROM OLD.properties
+                      OR NEW.profile_properties IS DISTINCT FROM OLD.profile_properties
+                      OR NEW.aliases IS DISTINCT FROM OLD.aliases
+                      OR NEW.occurred_at IS DISTINCT FROM OLD.occurred_at
+                      OR NEW.sales_channel IS DISTINCT FROM OLD.sales_channel
+                      OR NEW.released_at IS DISTINCT FROM OLD.released_at
+                      OR NEW.event_id IS DISTINCT FROM OLD.event_id))
+  EXECUTE FUNCTION converge._event_frozen();
+
+CREATE FUNCTION converge.event_id(store text, kind text, id bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN 'shopify:' || store || ':' || kind || ':' || id::text;
+COMMENT ON FUNCTION converge.event_id(text, text, bigint) IS
+  'The stable event id of an order (kind order) or a refund (kind refund) of a store';
+
+-- What every event of an order says about the order and its buyer: one
+-- address (billing, else shipping), the customer's first order decided from
+-- the synced history (by customer id, else by email).
+CREATE VIEW converge._order_facts AS
+SELECT o.source_id, o.order_id, o.order_name, o.created_at, coalesce(o.processed_at, o.created_at) AS placed_at,
+       o.total_price, o.total_tax, o.total_shipping, o.total_discounts, o.total_price_shop, o.total_tax_shop,
+       o.total_shipping_shop, o.total_discounts_shop, o.discount_codes,
+       coalesce(o.presentment_currency, o.currency) AS currency, o.currency AS shop_currency,
+       s.store, converge.event_id(s.store, 'order', o.order_id) AS event_id,
+       converge.sales_channel(o.source_id, o.source_name) AS sales_channel,
+       CASE WHEN o.customer_id IS NOT NULL THEN NOT EXISTS (
+              SELECT 1 FROM converge.orders p
+               WHERE p.source_id = o.source_id AND p.customer_id = o.customer_id AND p.created_at <= o.created_at
+                 AND (p.created_at < o.created_at OR p.order_id < o.order_id))
+            WHEN o.email IS NOT NULL THEN NOT EXISTS (
+              SELECT 1 FROM converge.orders p
+               WHERE p.source_id = o.source_id AND lower(p.email) = lower(o.email) AND p.created_at <= o.created_at
+                 AND (p.created_at < o.created_at OR p.order_id < o.order_id))
+       END AS is_new_customer,
+       coalesce(o.email, o.customer_email) AS buyer_email,
+       coalesce(o.phone, o.customer_phone) AS buyer_phone,
+       coalesce(o.customer_first_name, o.billing_first_name) AS buyer_first_name,
+       coalesce(o.customer_last_name, o.billing_last_name) AS buyer_last_name,
+       CASE WHEN a.billing THEN o.billing_city ELSE o.shipping_city END AS buyer_city,
+       CASE WHEN a.billing THEN o.billing_country_code ELSE o.shipping_country_code END AS buyer_country_code,
+       CASE WHEN a.billing THEN o.billing_province_code ELSE o.shipping_province_code END AS buyer_state,
+       CASE WHEN a.billing THEN o.billing_zip ELSE o.shipping_zip END AS buyer_zip,
+       array_remove(ARRAY['urn:email:' || lower(coalesce(o.email, o.customer_email)),
+                          'urn:user_id:' || o.customer_id::text], NULL) AS aliases
+  FROM converge.orders o
+  JOIN converge.source_settings s ON s.id = o.source_id
+ CROSS JOIN LATERAL (SELECT num_nonnulls(o.billing_city, o.billing_country_code, o.billing_province_code,
+                                         o.billing_zip) > 0 AS billing) a;
+
+-- The events' contents (src/event_payload.c turns them into JSON): the
+-- leading _columns are fixed; every other column is a property of that name,
+-- "p.$..." ones profile fields too; NULL is an absent key.  Items carry the
+-- event's currency.
+CREATE VIEW converge._placed_order_facts AS
+SELECT f.source_id AS _source_id, f.order_id AS _key, f.event_id AS _event_id, f.order_id AS _order_id,
+       f.placed_at AS _occurred_at, f.created_at AS _created_at, f.sales_channel AS _sales_channel, f.aliases AS _aliases,
+       f.order_id::text AS id, f.order_name,
+       f.total_price, f.total_tax, f.total_shipping, f.total_discounts AS total_discount,
+       nullif(array_to_string(f.discount_codes, ','), '') AS coupon, f.currency,
+       f.shop_currency, f.total_price_shop, f.total_tax_shop, f.total_shipping_shop,
+       f.total_discounts_shop AS total_discount_shop,
+       f.sales_channel AS "$sales_channel_type", f.is_new_customer AS "$is_new_customer",
+       f.buyer_email AS "p.$email", f.buyer_phone AS "p.$phone_number", f.buyer_first_name AS "p.$first_name",
+       f.buyer_last_name AS "p.$last_name", f.buyer_city AS "p.$city", f.buyer_country_code AS "p.$country_code",
+       f.buyer_state AS "p.$state", f.buyer_zip AS "p.$zip_code"
+  FROM converge._order_facts f;
+
+-- price: what the buyer paid per unit (after line-level discounts)
+CREATE VIEW converge._placed_order_items AS
+SELECT li.source_id AS _source_id, li.order_id AS _key, li.position AS _position,
+       li.product_id::text AS product_id, li.variant_id::text AS variant_id, li.sku, li.title AS name,
+       li.variant_title AS variant_name, coalesce(li.discounted_price, li.price) AS price,
+       coalesce(li.discounted_price_shop, li.price_shop) AS price_shop, li.quantity, li.vendor
+  FROM converge.line_items li;
+
+CREATE VIEW converge._received_refund_facts AS
+SELECT r.source_id AS _source_id, r.refund_id AS _key, converge.event_id(f.store, 'refund', r.refund_id) AS _event_id,
+       r.order_id AS _order_id, r.created_at AS _occurred_at, r.created_at AS _created_at,
+       f.sales_channel AS _sales_channel, f.aliases AS _aliases,
+       r.refund_id::text AS id, r.order_id::text AS order_id, f.order_name,
+       r.total_refunded, coalesce(r.currency, f.currency) AS currency,
+       f.shop_currency, r.total_refunded_shop,
+       f.sales_channel AS "$sales_channel_type",
+       f.buyer_email AS "p.$email", f.buyer_phone AS "p.$phone_number", f.buyer_first_name AS "p.$first_name",
+       f.buyer_last_name AS "p.$last_name", f.buyer_city AS "p.$city", f.buyer_country_code AS "p.$country_code",
+       f.buyer_state AS "p.$state", f.buyer_zip AS "p.$zip_code"
+  FROM converge.refunds r
+  JOIN converge._order_facts f ON f.source_id = r.source_id AND f.order_id = r.order_id;
+
+-- price: the refunded unit price; quantity: the refunded quantity
+CREATE VIEW converge._received_refund_items AS
+SELECT rli.source_id AS _source_id, rli.refund_id AS _key, rli.refund_line_item_id AS _position,
+       li.product_id::text AS product_id, li.variant_id::text AS variant_id, li.sku, li.title AS name,
+       li.variant_title AS variant_name, rli.price, rli.price_shop, rli.quantity, li.vendor
+  FROM converge.refund_line_items rli
+  LEFT JOIN converge.line_items li ON li.source_id = rli.source_id AND li.line_item_id = rli.line_item_id;
+
+CREATE FUNCTION converge._event_payloads(event_name text, source bigint, ids bigint[])
+RETURNS TABLE (key bigint, event_id text, order_id bigint, occurred_at timestamptz, created_at timestamptz,
+               sales_channel text, aliases text[], properties jsonb, profile jsonb)
+LANGUAGE C VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'converge_event_payloads';
+COMMENT ON FUNCTION converge._event_payloads(text, bigint, bigint[]) IS
+  'Internal: the contents of the events of these orders (Placed Order) or refunds (Received Refund), from the _facts and _items views';
+
+-- Held events of excluded orders (and the refunds held with them) are dropped.
+CREATE FUNCTION converge._drop_excluded(source bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+DECLARE n bigint;
+BEGIN
+  UPDATE converge.events e
+     SET state = 'dropped', release_at = NULL,
+         dropped_reason = format('excluded by the %s rule%s', x.rule_kind, ' "' || x.rule_value || '"')
+    FROM converge.excluded_orders x
+   WHERE e.state = 'held' AND (source IS NULL OR e.source_id = source)
+     AND x.source_id = e.source_id AND x.order_id = e.order_id;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  UPDATE converge.events e
+     SET state = 'dropped', release_at = NULL, dropped_reason = 'its order''s Placed Order was dropped'
+    FROM converge.events po, converge.source_settings s
+   WHERE e.state = 'held' AND e.event_name = 'Received Refund' AND (source IS NULL OR e.source_id = source)
+     AND s.id = e.source_id AND po.event_id = converge.event_id(s.store, 'order', e.order_id)
+     AND po.state = 'dropped';
+  RETURN n;
+END $$;
+
+-- Called by the sync, in the transaction that stored the orders: order_ids
+-- are the orders it wrote (inserted says which are new to the mirror),
+-- refund_ids the refunds new to it.
+CREATE FUNCTION converge._order_events(source bigint, order_ids bigint[], inserted boolean[], refund_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+DECLARE
+  s record;
+  new_orders bigint[];
+  held bigint[];
+  n bigint;
+BEGIN
+  SELECT ss.store, ss.connected_at, ss.upsell_delay, ss.upsell_delay_length,
+         st.history_complete_at IS NOT NULL AS complete
+    INTO s
+    FROM converge.source_settings ss LEFT JOIN converge.sync_state st ON st.source_id = ss.id
+   WHERE ss.id = source;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+
+  -- An order's Placed Order is decided when the order first arrives: an
+  -- excluded order gets none; a historic one is never held; a new one is held
+  -- for the upsell delay, or until the historical sync is complete (its
+  -- $is_new_customer needs the whole history).
+  SELECT array_agg(c.order_id) INTO new_orders
+    FROM unnest(order_ids, inserted) AS c(order_id, is_new)
+   WHERE c.is_new
+     AND NOT EXISTS (SELECT 1 FROM converge.excluded_orders x WHERE x.source_id = source AND x.order_id = c.order_id);
+  IF new_orders IS NOT NULL THEN
+    WITH ins AS (
+      INSERT INTO converge.events AS e (event_id, source_id, event_name, occurred_at, order_id, sales_channel,
+                                        properties, profile_properties, aliases, state, release_at, released_at)
+      SELECT p.event_id, source, 'Placed Order', p.occurred_at, p.order_id, p.sales_channel,
+             p.properties, p.profile, p.aliases, d.state,
+             CASE WHEN d.state = 'held' THEN p.created_at + CASE WHEN s.upsell_delay THEN s.upsell_delay_length ELSE '0' END END,
+             CASE WHEN d.state = 'ready' THEN clock_timestamp() END
+        FROM converge._event_payloads('Placed Order', source, new_orders) p
+       CROSS JOIN LATERAL (SELECT CASE WHEN p.created_at < s.connected_at THEN 'historic'
+                                       WHEN s.upsell_delay OR NOT s.complete THEN 'held'
+                                       ELSE 'ready' END AS state) d
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING e.event_id, e.state)
+    SELECT count(*) INTO n FROM (SELECT event_id FROM ins WHERE state = 'ready') r
+     CROSS JOIN LATERAL pg_notify('converge_events', r.event_id);
+  END IF;
+
+  -- Changes to an order while its Placed Order is held are folded in.
+  SELECT array_agg(e.order_id) INTO held
+    FROM unnest(order_ids, inserted) AS c(order_id, is_new)
+    JOIN converge.events e ON e.event_id = converge.event_id(s.store, 'order', c.order_id)
+   WHERE NOT c.is_new AND e.state = 'held';
+  IF held IS NOT NULL THEN
+    UPDATE converge.events e
+       SET occurred_at = p.occurred_at, sales_channel = p.sales_channel, properties = p.properties,
+           profile_properties = p.profile, aliases = p.aliases
+      FROM converge._event_payloads('Placed Order', source, held) p
+     WHERE e.event_id = p.event_id AND e.state = 'held';
+    PERFORM converge._drop_excluded(source);
+  END IF;
+
+  -- A refund's event, when its order has a Placed Order that was not dropped
+  -- and is not excluded now; held with its order's.
+  IF refund_ids IS NOT NULL THEN
+    WITH ins AS (
+      INSERT INTO converge.events AS e (event_id, source_id, event_name, occurred_at, order_id, refund_id, sales_channel,
+                                        properties, profile_properties, aliases, state, release_at, released_at)
+      SELECT p.event_id, source, 'Received Refund', p.occurred_at, p.order_id, p.key, p.sales_channel,
+             p.properties, p.profile, p.aliases, d.state,
+             CASE WHEN d.state = 'held' THEN coalesce(po.release_at, p.created_at) END,
+             CASE WHEN d.state = 'ready' THEN clock_timestamp() END
+        FROM converge._event_payloads('Received Refund', source, refund_ids) p
+        JOIN converge.events po ON po.event_id = converge.event_id(s.store, 'order', p.order_id) AND po.state <> 'dropped'
+       CROSS JOIN LATERAL (SELECT CASE WHEN p.created_at < s.connected_at THEN 'historic'
+                                       WHEN po.state = 'held' OR NOT s.complete THEN 'held'
+                                       ELSE 'ready' END AS state) d
+       WHERE NOT EXISTS (SELECT 1 FROM converge.excluded_orders x WHERE x.source_id = source AND x.order_id = p.order_id)
+      ON CONFLICT (event_id) DO NOTHING
+      RETURNING e.event_id, e.state)
+    SELECT count(*) INTO n FROM (SELECT event_id FROM ins WHERE state = 'ready') r
+     CROSS JOIN LATERAL pg_notify('converge_events', r.event_id);
+  END IF;
+END $$;
+
+-- Once the first historical sync is complete: every order's history is
+-- there, so the historic events' $is_new_customer is settled, and new events
+-- held for it can be released.
+CREATE FUNCTION converge._history_complete(source bigint)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+BEGIN
+  UPDATE converge.sync_state SET history_complete_at = clock_timestamp()
+   WHERE source_id = source AND history_complete_at IS NULL;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+  -- Parts of the export load in parallel: a customer's earlier order may
+  -- have been stored after a later one, which then said it was the first.
+  -- (An order that is not the first never becomes the first: orders are
+  -- never removed.)
+  UPDATE converge.events e
+     SET properties = jsonb_set(e.properties, '{$is_new_customer}', 'false')
+    FROM converge._order_facts f
+   WHERE e.source_id = source AND e.event_name = 'Placed Order' AND e.state = 'historic'
+     AND e.properties -> '$is_new_customer' = 'true'
+     AND f.source_id = source AND f.order_id = e.order_id AND NOT f.is_new_customer;
+END $$;
+
+CREATE FUNCTION converge.release_due_events(as_of timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+DECLARE
+  due record;
+  n bigint := 0;
+  m bigint;
+BEGIN
+  PERFORM converge._drop_excluded();
+
+  -- Built from the order as it stands now, then frozen; a refund held with
+  -- its order goes once the order's Placed Order has gone.
+  FOR due IN
+    SELECT e.source_id, s.store, e.event_name, array_agg(coalesce(e.refund_id, e.order_id)) AS ids
+      FROM converge.events e
+      JOIN converge.sync_state st ON st.source_id = e.source_id AND st.history_complete_at IS NOT NULL
+      JOIN converge.source_settings s ON s.id = e.source_id
+     WHERE e.state = 'held' AND e.release_at <= as_of
+     GROUP BY e.source_id, s.store, e.event_name
+     ORDER BY e.event_name   -- Placed Order first
+  LOOP
+    WITH rel AS (
+      UPDATE converge.events e
+         SET state = 'ready', released_at = clock_timestamp(), occurred_at = p.occurred_at,
+             sales_channel = p.sales_channel, properties = p.properties, profile_properties = p.profile,
+             aliases = p.aliases
+        FROM converge._event_payloads(due.event_name, due.source_id, due.ids) p
+       WHERE e.event_id = p.event_id AND e.state = 'held'
+         AND NOT EXISTS (SELECT 1 FROM converge.events po
+                          WHERE po.event_id = converge.event_id(due.store, 'order', e.order_id)
+                            AND po.state = 'held' AND e.event_name = 'Received Refund')
+      RETURNING e.event_id)
+    SELECT count(*) INTO m FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
+    n := n + m;
+  END LOOP;
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION converge.release_due_events(timestamptz) IS
+  'Release the held events due at as_of: each is built from its order as it stands, set ready and frozen (NOTIFY converge_events with its id); held events of excluded orders are dropped. Returns how many were released. pg_cron runs it every minute.';
+
+------------------------------------------------------------------------------
+-- Exclusion rules: managing them
+------------------------------------------------------------------------------
+
+CREATE FUNCTION converge._exclusion_rules_changed()
+RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM converge._drop_excluded();
+  RETURN NULL;
+END $$;
+CREATE TRIGGER exclusion_rules_changed AFTER INSERT OR UPDATE ON converge.exclusion_rules
+  FOR EACH STATEMENT EXECUTE FUNCTION converge._exclusion_rules_changed();
+
+CREATE FUNCTION converge.add_exclusion(source bigint, kind text, value text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE new_id bigint;
+BEGIN
+  PERFORM converge._source_or_error(source);
+  IF kind IS NULL OR kind NOT IN ('channel', 'tag', 'test') THEN
+    RAISE EXCEPTION 'unknown exclusion kind "%"', kind
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Use channel (a Shopify sourceName such as pos, or a Converge type such as marketplace), tag (an order tag such as Exclude) or test (test orders).';
+  END IF;
+  IF kind = 'test' AND value IS NOT NULL THEN
+    RAISE EXCEPTION 'a test rule takes no value' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'SELECT converge.add_exclusion(source, ''test'') excludes the store''s test orders.';
+  END IF;
+  IF kind <> 'test' AND coalesce(btrim(value), '') = '' THEN
+    RAISE EXCEPTION 'a % rule needs a value', kind USING ERRCODE = 'invalid_parameter_value',
+      HINT = CASE kind WHEN 'tag' THEN 'For example SELECT converge.add_exclusion(source, ''tag'', ''Exclude'').'
+                       ELSE 'For example SELECT converge.add_exclusion(source, ''channel'', ''pos'').' END;
+  END IF;
+  INSERT INTO converge.exclusion_rules (source_id, kind, value)
+  VALUES (source, kind, btrim(value))
+  ON CONFLICT DO NOTHING
+  RETURNING id INTO new_id;
+  IF new_id IS NULL THEN
+    SELECT r.id INTO new_id FROM converge.exclusion_rules r
+     WHERE r.source_id = source AND r.kind = add_exclusion.kind
+       AND lower(coalesce(r.value, '')) = lower(coalesce(btrim(add_exclusion.value), ''));
+  END IF;
+  RETURN new_id;
+END $$;
+COMMENT ON FUNCTION converge.add_exclusion(bigint, text, text) IS
+  'Exclude a source''s orders by channel (Shopify sourceName or Converge type), tag, or test; case-insensitive; returns the rule id. Applies to events not yet released: held events of matching orders are dropped.';
+
+CREATE FUNCTION converge.remove_exclusion(source bigint, kind text, value text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM converge._source_or_error(source);
+  DELETE FROM converge.exclusion_rules r
+   WHERE r.source_id = source AND r.kind = remove_exclusion.kind
+     AND lower(coalesce(r.value, '')) = lower(coalesce(btrim(remove_exclusion.value), ''));
+  RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION converge.remove_exclusion(bigint, text, text) IS
+  'Remove an exclusion rule; orders that arrive later are no longer excluded by it (events already decided stay as they are)';
+
+CREATE FUNCTION converge.preview_exclusion(source bigint, kind text, value text DEFAULT NULL)
+RETURNS TABLE (order_id bigint, order_name text, created_at timestamptz, source_name text, sales_channel text,
+               tags text[], event_state text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT o.order_id, o.order_name, o.created_at, o.source_name,
+         converge.sales_channel(o.source_id, o.source_name), o.tags, e.state
+    FROM converge.orders o
+    LEFT JOIN converge.events e
+      ON e.source_id = o.source_id AND e.order_id = o.order_id AND e.event_name = 'Placed Order'
+   WHERE o.source_id = preview_exclusion.source
+     AND converge._rule_matches(preview_exclusion.kind, btrim(preview_exclusion.value), o.source_name,
+                                converge.sales_channel(o.source_id, o.source_name), o.tags, o.test)
+   ORDER BY o.created_at, o.order_id;
+END;
+COMMENT ON FUNCTION converge.preview_exclusion(bigint, text, text) IS
+  'The stored orders a rule would exclude, with the state of their Placed Order (only held ones would still change)';
+
+------------------------------------------------------------------------------
+-- Events: what users query
+------------------------------------------------------------------------------
+
+CREATE VIEW converge.placed_orders AS
+SELECT e.event_id, e.source_id, e.order_id, e.properties ->> 'order_name' AS order_name,
+       e.sales_channel, (e.properties ->> 'total_price')::numeric AS revenue, e.properties ->> 'currency' AS currency,
+       (e.properties ->> 'total_price_shop')::numeric AS revenue_shop, e.properties ->> 'shop_currency' AS shop_currency,
+       (e.properties ->> '$is_new_customer')::boolean AS is_new_customer,
+       jsonb_array_length(e.properties -> 'items') AS items_count,
+       e.properties ->> 'coupon' AS coupon, e.properties ->> '$email' AS email,
+       e.state, e.occurred_at, e.release_at, e.released_at
+  FROM converge.events e
+ WHERE e.event_name = 'Placed Order';
+COMMENT ON VIEW converge.placed_orders IS 'Placed Order events with their main properties as typed columns';
+
+CREATE VIEW converge.received_refunds AS
+SELECT e.event_id, e.source_id, e.order_id, e.refund_id, e.properties ->> 'order_name' AS order_name,
+       e.sales_channel, (e.properties ->> 'total_refunded')::numeric AS refunded, e.properties ->> 'currency' AS currency,
+       (e.properties ->> 'total_refunded_shop')::numeric AS refunded_shop, e.properties ->> 'shop_currency' AS shop_currency,
+       jsonb_array_length(e.properties -> 'items') AS items_count, e.properties ->> '$email' AS email,
+       e.state, e.occurred_at, e.release_at, e.released_at
+  FROM converge.events e
+ WHERE e.event_name = 'Received Refund';
+COMMENT ON VIEW converge.received_refunds IS 'Received Refund events with their main properties as typed columns';
+
+CREATE VIEW converge.event_counts AS
+SELECT s.id AS source_id, s.name, e.event_name, e.state, count(e.event_id) AS events
+  FROM converge.source_settings s
+  JOIN converge.events e ON e.source_id = s.id
+ GROUP BY s.id, s.name, e.event_name, e.state;
+COMMENT ON VIEW converge.event_counts IS 'How many events of each name each source has in each state';
+
+SELECT pg_catalog.pg_extension_config_dump('converge.exclusion_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('converge.exclusion_rules_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('converge.events', '');
+
+REVOKE EXECUTE ON FUNCTION converge.add_exclusion(bigint, text, text), converge.remove_exclusion(bigint, text, text),
+  converge.release_due_events(timestamptz), converge._order_events(bigint, bigint[], boolean[], bigint[]),
+  converge._history_complete(bigint), converge._drop_excluded(bigint),
+  converge._event_payloads(text, bigint, bigint[]) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- What users look at
 ------------------------------------------------------------------------------
 
 CREATE VIEW converge.sources AS
-SELECT s.id, s.name, s.store, s.client_id, s.api_version, s.upsell_delay, s.paused,
+SELECT s.id, s.name, s.store, s.client_id, s.api_version, s.upsell_delay, s.upsell_delay_length, s.paused,
        s.connected_at, s.created_at,
        k.access_token IS NOT NULL AS has_token, k.token_scopes, k.token_expires_at
   FROM converge.source_settings s
@@ -653,15 +1169,16 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
     RAISE EXCEPTION 'pg_cron is not installed in this database'
       USING ERRCODE = 'feature_not_supported',
-            HINT = 'Add pg_cron to shared_preload_libraries and CREATE EXTENSION pg_cron in the database named by cron.database_name; or run CALL converge.sync_all() every minute from any scheduler (for example: psql -c ''CALL converge.sync_all()'').';
+            HINT = 'Add pg_cron to shared_preload_libraries and CREATE EXTENSION pg_cron in the database named by cron.database_name; or run CALL converge.sync_all() and SELECT converge.release_due_events() every minute from any scheduler (for example: psql -c ''CALL converge.sync_all()'').';
   END IF;
-  job_name := 'converge-sync';
-  command := 'CALL converge.sync_all()';
-  EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING job_name, schedule, command;
-  RETURN NEXT;
+  FOR job_name, command IN VALUES ('converge-sync', 'CALL converge.sync_all()'),
+                                  ('converge-release', 'SELECT converge.release_due_events()') LOOP
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING job_name, schedule, command;
+    RETURN NEXT;
+  END LOOP;
 END $$;
 COMMENT ON FUNCTION converge.schedule(text) IS
-  'Create (or update) the pg_cron jobs that run converge: converge-sync runs CALL converge.sync_all()';
+  'Create (or update) the pg_cron jobs that run converge: converge-sync runs CALL converge.sync_all(), converge-release SELECT converge.release_due_events()';
 
 CREATE FUNCTION converge.unschedule()
 RETURNS integer

@@ -307,6 +307,9 @@ finish_backfill(SyncContext *ctx)
 			   "cursor_updated_at = bulk_started_at, bulk_since = NULL, bulk_attempts = 0, "
 			   "bulk_status = 'LOADED', error_kind = NULL, last_success_at = now() WHERE source_id = $1",
 			   1, types, values, NULL);
+	/* the first time: held events can be released, historic ones are settled */
+	if (SPI_execute_with_args("SELECT converge._history_complete($1)", 1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "converge: could not complete the history of source " INT64_FORMAT, ctx->source_id);
 }
 
 /* After a failed read of the export: retry after a delay, a bounded number of times per pass. */

@@ -33,6 +33,7 @@ int			converge_bulk_poll_ms = 1000;
 int			converge_sync_runs_retention_days = 7;
 int			converge_backfill_workers = 1;
 int			converge_catchup_pages = 20;
+bool		converge_generate_events = true;
 
 void		_PG_init(void);
 
@@ -193,6 +194,15 @@ _PG_init(void)
 							PGC_USERSET,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("converge.generate_events",
+							 "Generate events for the orders and refunds the sync stores.",
+							 "For benchmarks only: orders stored while it is off never get their events.",
+							 &converge_generate_events,
+							 true,
+							 PGC_SUSET,
+							 GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("converge");
 }

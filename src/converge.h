@@ -28,6 +28,7 @@ extern int	converge_bulk_poll_ms;
 extern int	converge_sync_runs_retention_days;
 extern int	converge_backfill_workers;
 extern int	converge_catchup_pages;
+extern bool converge_generate_events;
 
 /* Store handles and URLs (store.c) */
 extern char *converge_store_handle(const char *store);

@@ -42,6 +42,7 @@ static const char *const connection_keys[] = {"lineItems", "refundLineItems", NU
 
 static SPIPlanPtr flush_plan = NULL;
 static SPIPlanPtr error_plan = NULL;
+static SPIPlanPtr events_plan = NULL;
 
 static int
 width(const TableMapping *m)
@@ -139,7 +140,8 @@ add_children(StringInfo sql, const TableMapping *m, const char *name)
 	appendStringInfo(sql, " WHERE u.order_id IN (SELECT order_id FROM o) ON CONFLICT (source_id, %s) DO UPDATE SET ",
 					 m->key);
 	add_updates(sql, m);
-	appendStringInfo(sql, " RETURNING 1)");
+	/* xmax is 0 in a row version the statement inserted (not one it updated) */
+	appendStringInfo(sql, " RETURNING t.%s AS id, t.xmax = 0 AS inserted)", m->key);
 }
 
 static void
@@ -168,11 +170,14 @@ prepare_flush(void)
 						   "tags = EXCLUDED.tags, discount_codes = EXCLUDED.discount_codes, synced_at = EXCLUDED.synced_at "
 						   "WHERE t.updated_at < EXCLUDED.updated_at OR "
 						   "(t.updated_at = EXCLUDED.updated_at AND t.data IS DISTINCT FROM EXCLUDED.data) "
-						   "RETURNING t.order_id)");
+						   "RETURNING t.order_id, t.xmax = 0 AS inserted)");
 	add_children(&sql, &line_item_mapping, "li");
 	add_children(&sql, &refund_mapping, "r");
 	add_children(&sql, &refund_line_item_mapping, "rli");
-	appendStringInfoString(&sql, " SELECT (SELECT count(*) FROM o), (SELECT count(*) FROM r)");
+	/* what the events need: the orders written (and which are new), the new refunds */
+	appendStringInfoString(&sql, " SELECT oo.n, rr.n, oo.ids, oo.inserted, rr.ids FROM "
+						   "(SELECT count(*) AS n, array_agg(order_id) AS ids, array_agg(inserted) AS inserted FROM o) oo, "
+						   "(SELECT count(*) AS n, array_agg(id) FILTER (WHERE inserted) AS ids FROM r) rr");
 
 	argtypes[0] = INT8OID;
 	for (i = 0; i < nparams; i++)
@@ -183,6 +188,28 @@ prepare_flush(void)
 		elog(ERROR, "converge: could not prepare the batch statement: %s\n%s",
 			 SPI_result_code_string(SPI_result), sql.data);
 	SPI_keepplan(flush_plan);
+}
+
+/* converge._order_events(source, order_ids, inserted, refund_ids) */
+static void
+generate_events(Datum *args, bool *isnull)
+{
+	char		nulls[4];
+	int			i;
+
+	if (events_plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, INT8ARRAYOID, BOOLARRAYOID, INT8ARRAYOID};
+
+		events_plan = SPI_prepare("SELECT converge._order_events($1, $2, $3, $4)", 4, types);
+		if (events_plan == NULL)
+			elog(ERROR, "converge: could not prepare the event generation: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(events_plan);
+	}
+	for (i = 0; i < 4; i++)
+		nulls[i] = isnull[i] ? 'n' : ' ';
+	if (SPI_execute_plan(events_plan, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "converge: event generation failed");
 }
 
 /* ---- collecting rows ---- */
@@ -612,9 +639,24 @@ ingest_flush(IngestBatch *b)
 	rc = SPI_execute_plan(flush_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "converge: batch statement failed: %s", SPI_result_code_string(rc));
-	b->orders_stored += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	b->refunds_stored += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	SPI_freetuptable(SPI_tuptable);
+	{
+		HeapTuple	row = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		int64		orders = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
+		Datum		changed[4];
+		bool		changed_null[4];
+
+		b->orders_stored += orders;
+		b->refunds_stored += DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
+		for (i = 0; i < 3; i++)
+			changed[i + 1] = SPI_getbinval(row, desc, i + 3, &changed_null[i + 1]);
+		changed[0] = Int64GetDatum(b->source_id);
+		changed_null[0] = false;
+		/* in this transaction: the events exist exactly when their orders do */
+		if (orders > 0 && converge_generate_events)
+			generate_events(changed, changed_null);
+		SPI_freetuptable(SPI_tuptable);
+	}
 
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(b->cxt);

@@ -72,12 +72,17 @@ exec_update(const char *sql, int nargs, Oid *types, Datum *values, const char *n
  * A crash can then lose the last moments of work, but never half of it: rows
  * and the offset or cursor that covers them are lost together, and the next
  * pass reads them again.  Nothing is skipped or stored twice.
+ *
+ * No JIT: the sync's statements touch a batch of rows each, and compiling
+ * them (hundreds of milliseconds, again for every batch) costs far more than
+ * it saves.
  */
 void
 sync_transaction_settings(void)
 {
-	if (SPI_execute("SET LOCAL synchronous_commit TO off", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "converge: could not set synchronous_commit");
+	if (SPI_execute("SET LOCAL synchronous_commit TO off", false, 0) != SPI_OK_UTILITY ||
+		SPI_execute("SET LOCAL jit TO off", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "converge: could not set the sync's transaction settings");
 }
 
 /* Record an error on the source without aborting anything. */
