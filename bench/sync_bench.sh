@@ -13,29 +13,10 @@
 # with an unthrottled bucket, and under Standard-plan limits the share of
 # throttled answers and the use of the bucket's sustainable rate.
 set -euo pipefail
-. "$(dirname "$0")/../test/lib.sh"
 ORDERS=${1:-100000}
 STANDARD_SECONDS=${STANDARD_SECONDS:-120}
 
-# A durable server sized like a production one (the test cluster skips fsync).
-export CONVERGE_PG_CONF="fsync = on
-synchronous_commit = on
-full_page_writes = on
-shared_buffers = 2GB
-wal_buffers = 64MB
-max_wal_size = 8GB
-checkpoint_timeout = 30min
-${BENCH_CONF:-}"
-
-install_packages
-build_and_install
-make_workdir
-start_mock
-start_cluster bench
-createdb bench
-export PGDATABASE=bench
-psql -X -q -c "CREATE EXTENSION converge"
-q() { psql -X -At -c "$1"; }
+. "$(dirname "$0")/lib.sh"
 
 # Run CALL converge.sync(src) in its own session, sampling the backend's
 # private memory (RssAnon: what the backend allocated itself, not shared buffers).

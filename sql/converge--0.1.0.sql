@@ -640,15 +640,15 @@ COMMENT ON VIEW converge.excluded_orders IS
   'Every stored order an exclusion rule keeps out of events, once per rule that matches it';
 
 CREATE TABLE converge.events (
-  event_id            text PRIMARY KEY,
+  event_id            text COLLATE "C" PRIMARY KEY,   -- compared bytewise: cheaper, and ids are ASCII
   source_id           bigint NOT NULL,
-  event_name          text NOT NULL CONSTRAINT events_name_check CHECK (event_name IN ('Placed Order', 'Received Refund')),
+  event_name          text COLLATE "C" NOT NULL CONSTRAINT events_name_check CHECK (event_name IN ('Placed Order', 'Received Refund')),
   occurred_at         timestamptz NOT NULL,
   order_id            bigint NOT NULL,
   refund_id           bigint,
   sales_channel       text NOT NULL,
-  properties          jsonb NOT NULL,
-  profile_properties  jsonb NOT NULL,
+  properties          jsonb COMPRESSION lz4 NOT NULL,   -- large ones are compressed: lz4 costs a fraction of pglz
+  profile_properties  jsonb COMPRESSION lz4 NOT NULL,
   aliases             text[] NOT NULL,
   state               text NOT NULL CONSTRAINT events_state_check CHECK (state IN ('historic', 'held', 'ready', 'dropped')),
   release_at          timestamptz,
@@ -662,7 +662,7 @@ CREATE TABLE converge.events (
 COMMENT ON TABLE converge.events IS
   'Converge events: historic (before the source was connected; never forwarded), held (upsell delay, or waiting for the historical sync), ready (released, frozen), dropped (excluded before release)';
 CREATE INDEX events_source_name_time_idx ON converge.events (source_id, event_name, occurred_at);
-CREATE INDEX events_held_idx ON converge.events (release_at) WHERE state = 'held';
+CREATE INDEX events_held_idx ON converge.events (source_id, order_id) WHERE state = 'held';
 CREATE INDEX events_state_idx ON converge.events (state, released_at) WHERE state <> 'historic';
 
 -- A released event is frozen: nothing rewrites what was (or will be) forwarded.
@@ -806,12 +806,56 @@ BEGIN
   RETURN n;
 END $$;
 
+-- Held events are rebuilt whenever what they say may have changed (their
+-- order, the channel mappings), so that each one is, until its release, the
+-- event of its order as it stands; the release only freezes it.
+CREATE FUNCTION converge._refresh_held(source bigint DEFAULT NULL, order_ids bigint[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+DECLARE
+  g record;
+  n bigint := 0;
+  m bigint;
+BEGIN
+  FOR g IN
+    SELECT e.source_id, e.event_name, array_agg(coalesce(e.refund_id, e.order_id)) AS ids
+      FROM converge.events e
+     WHERE e.state = 'held' AND (source IS NULL OR e.source_id = source)
+       AND (order_ids IS NULL OR e.order_id = ANY (order_ids))
+     GROUP BY e.source_id, e.event_name
+  LOOP
+    UPDATE converge.events e
+       SET occurred_at = p.occurred_at, sales_channel = p.sales_channel, properties = p.properties,
+           profile_properties = p.profile, aliases = p.aliases
+      FROM converge._event_payloads(g.event_name, g.source_id, g.ids) p
+     WHERE e.event_id = p.event_id AND e.state = 'held';
+    GET DIAGNOSTICS m = ROW_COUNT;
+    n := n + m;
+  END LOOP;
+  RETURN n;
+END $$;
+
+CREATE FUNCTION converge._channel_mappings_refresh()
+RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM converge._refresh_held();
+  RETURN NULL;
+END $$;
+-- (fires after channel_mappings_changed, which drops this backend's mapping cache)
+CREATE TRIGGER channel_mappings_refresh_held
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON converge.channel_mappings
+  FOR EACH STATEMENT EXECUTE FUNCTION converge._channel_mappings_refresh();
+
 -- Called by the sync, in the transaction that stored the orders: order_ids
 -- are the orders it wrote (inserted says which are new to the mirror),
 -- refund_ids the refunds new to it.
 CREATE FUNCTION converge._order_events(source bigint, order_ids bigint[], inserted boolean[], refund_ids bigint[])
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+SET work_mem = '64MB'   -- a batch's events (~1 KB each) stay in memory on their way to the table
 AS $$
 DECLARE
   s record;
@@ -820,7 +864,8 @@ DECLARE
   n bigint;
 BEGIN
   SELECT ss.store, ss.connected_at, ss.upsell_delay, ss.upsell_delay_length,
-         st.history_complete_at IS NOT NULL AS complete
+         st.history_complete_at IS NOT NULL AS complete,
+         EXISTS (SELECT 1 FROM converge.exclusion_rules r WHERE r.source_id = source) AS has_rules
     INTO s
     FROM converge.source_settings ss LEFT JOIN converge.sync_state st ON st.source_id = ss.id
    WHERE ss.id = source;
@@ -835,7 +880,8 @@ BEGIN
   SELECT array_agg(c.order_id) INTO new_orders
     FROM unnest(order_ids, inserted) AS c(order_id, is_new)
    WHERE c.is_new
-     AND NOT EXISTS (SELECT 1 FROM converge.excluded_orders x WHERE x.source_id = source AND x.order_id = c.order_id);
+     AND (NOT s.has_rules OR
+          NOT EXISTS (SELECT 1 FROM converge.excluded_orders x WHERE x.source_id = source AND x.order_id = c.order_id));
   IF new_orders IS NOT NULL THEN
     WITH ins AS (
       INSERT INTO converge.events AS e (event_id, source_id, event_name, occurred_at, order_id, sales_channel,
@@ -854,17 +900,14 @@ BEGIN
      CROSS JOIN LATERAL pg_notify('converge_events', r.event_id);
   END IF;
 
-  -- Changes to an order while its Placed Order is held are folded in.
-  SELECT array_agg(e.order_id) INTO held
+  -- Changes to an order while its events are held are folded in.
+  SELECT array_agg(c.order_id) INTO held
     FROM unnest(order_ids, inserted) AS c(order_id, is_new)
-    JOIN converge.events e ON e.event_id = converge.event_id(s.store, 'order', c.order_id)
-   WHERE NOT c.is_new AND e.state = 'held';
+   WHERE NOT c.is_new
+     AND EXISTS (SELECT 1 FROM converge.events e
+                  WHERE e.source_id = source AND e.order_id = c.order_id AND e.state = 'held');
   IF held IS NOT NULL THEN
-    UPDATE converge.events e
-       SET occurred_at = p.occurred_at, sales_channel = p.sales_channel, properties = p.properties,
-           profile_properties = p.profile, aliases = p.aliases
-      FROM converge._event_payloads('Placed Order', source, held) p
-     WHERE e.event_id = p.event_id AND e.state = 'held';
+    PERFORM converge._refresh_held(source, held);
     PERFORM converge._drop_excluded(source);
   END IF;
 
@@ -905,13 +948,14 @@ BEGIN
     RETURN;
   END IF;
   -- Parts of the export load in parallel: a customer's earlier order may
-  -- have been stored after a later one, which then said it was the first.
+  -- have been stored after a later one, which then said it was the first
+  -- (historic events, and new ones held until now).
   -- (An order that is not the first never becomes the first: orders are
   -- never removed.)
   UPDATE converge.events e
      SET properties = jsonb_set(e.properties, '{$is_new_customer}', 'false')
     FROM converge._order_facts f
-   WHERE e.source_id = source AND e.event_name = 'Placed Order' AND e.state = 'historic'
+   WHERE e.source_id = source AND e.event_name = 'Placed Order' AND e.state IN ('historic', 'held')
      AND e.properties -> '$is_new_customer' = 'true'
      AND f.source_id = source AND f.order_id = e.order_id AND NOT f.is_new_customer;
 END $$;
@@ -921,41 +965,36 @@ RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
 AS $$
 DECLARE
-  due record;
-  n bigint := 0;
+  n bigint;
   m bigint;
 BEGIN
   PERFORM converge._drop_excluded();
 
-  -- Built from the order as it stands now, then frozen; a refund held with
-  -- its order goes once the order's Placed Order has gone.
-  FOR due IN
-    SELECT e.source_id, s.store, e.event_name, array_agg(coalesce(e.refund_id, e.order_id)) AS ids
-      FROM converge.events e
-      JOIN converge.sync_state st ON st.source_id = e.source_id AND st.history_complete_at IS NOT NULL
-      JOIN converge.source_settings s ON s.id = e.source_id
-     WHERE e.state = 'held' AND e.release_at <= as_of
-     GROUP BY e.source_id, s.store, e.event_name
-     ORDER BY e.event_name   -- Placed Order first
-  LOOP
-    WITH rel AS (
-      UPDATE converge.events e
-         SET state = 'ready', released_at = clock_timestamp(), occurred_at = p.occurred_at,
-             sales_channel = p.sales_channel, properties = p.properties, profile_properties = p.profile,
-             aliases = p.aliases
-        FROM converge._event_payloads(due.event_name, due.source_id, due.ids) p
-       WHERE e.event_id = p.event_id AND e.state = 'held'
-         AND NOT EXISTS (SELECT 1 FROM converge.events po
-                          WHERE po.event_id = converge.event_id(due.store, 'order', e.order_id)
-                            AND po.state = 'held' AND e.event_name = 'Received Refund')
-      RETURNING e.event_id)
-    SELECT count(*) INTO m FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
-    n := n + m;
-  END LOOP;
-  RETURN n;
+  -- A held event is already its order as it stands (see _refresh_held): the
+  -- release freezes it.  Placed Orders first, then the refunds held with them.
+  WITH rel AS (
+    UPDATE converge.events e
+       SET state = 'ready', released_at = clock_timestamp()
+      FROM converge.sync_state st
+     WHERE e.state = 'held' AND e.release_at <= as_of AND e.event_name = 'Placed Order'
+       AND st.source_id = e.source_id AND st.history_complete_at IS NOT NULL
+    RETURNING e.event_id)
+  SELECT count(*) INTO n FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
+  WITH rel AS (
+    UPDATE converge.events e
+       SET state = 'ready', released_at = clock_timestamp()
+      FROM converge.sync_state st
+     WHERE e.state = 'held' AND e.release_at <= as_of AND e.event_name = 'Received Refund'
+       AND st.source_id = e.source_id AND st.history_complete_at IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM converge.events po
+                        WHERE po.source_id = e.source_id AND po.order_id = e.order_id AND po.state = 'held'
+                          AND po.event_name = 'Placed Order')
+    RETURNING e.event_id)
+  SELECT count(*) INTO m FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
+  RETURN n + m;
 END $$;
 COMMENT ON FUNCTION converge.release_due_events(timestamptz) IS
-  'Release the held events due at as_of: each is built from its order as it stands, set ready and frozen (NOTIFY converge_events with its id); held events of excluded orders are dropped. Returns how many were released. pg_cron runs it every minute.';
+  'Release the held events due at as_of: each is its order as it stands (held events are rebuilt whenever their order changes), set ready and frozen (NOTIFY converge_events with its id); held events of excluded orders are dropped. Returns how many were released. pg_cron runs it every minute.';
 
 ------------------------------------------------------------------------------
 -- Exclusion rules: managing them
@@ -1079,7 +1118,7 @@ SELECT pg_catalog.pg_extension_config_dump('converge.events', '');
 REVOKE EXECUTE ON FUNCTION converge.add_exclusion(bigint, text, text), converge.remove_exclusion(bigint, text, text),
   converge.release_due_events(timestamptz), converge._order_events(bigint, bigint[], boolean[], bigint[]),
   converge._history_complete(bigint), converge._drop_excluded(bigint),
-  converge._event_payloads(text, bigint, bigint[]) FROM PUBLIC;
+  converge._event_payloads(text, bigint, bigint[]), converge._refresh_held(bigint, bigint[]) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- What users look at

@@ -19,6 +19,11 @@ SELECT d.status, d.return_message FROM cron.job_run_details d JOIN cron.job j US
 SELECT wait_until(format('SELECT phase = ''incremental'' FROM converge.sync_status WHERE source_id = %s', :src), 30)
        AS synced_by_pg_cron;
 SELECT orders FROM converge.sync_status WHERE source_id = :src;
+-- the release job runs every minute too
+SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+                                    WHERE j.jobname = 'converge-release' AND d.status IN ('succeeded', 'failed'))$$, 100) AS release_ran;
+SELECT d.status, d.return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+ WHERE j.jobname = 'converge-release' ORDER BY d.runid LIMIT 1;
 
 SELECT converge.unschedule() AS removed;
 SELECT count(*) AS jobs FROM cron.job WHERE jobname LIKE 'converge-%';

@@ -302,14 +302,14 @@ finish_backfill(SyncContext *ctx)
 	Datum		values[1] = {Int64GetDatum(ctx->source_id)};
 
 	export_release_part(ctx);
+	/* the first time: held events can be released, historic ones are settled */
+	if (SPI_execute_with_args("SELECT converge._history_complete($1)", 1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "converge: could not complete the history of source " INT64_FORMAT, ctx->source_id);
 	/* changes made after the export started are read by incremental sync */
 	exec_state("UPDATE converge.sync_state SET phase = 'incremental', backfill_completed_at = clock_timestamp(), "
 			   "cursor_updated_at = bulk_started_at, bulk_since = NULL, bulk_attempts = 0, "
 			   "bulk_status = 'LOADED', error_kind = NULL, last_success_at = now() WHERE source_id = $1",
 			   1, types, values, NULL);
-	/* the first time: held events can be released, historic ones are settled */
-	if (SPI_execute_with_args("SELECT converge._history_complete($1)", 1, types, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "converge: could not complete the history of source " INT64_FORMAT, ctx->source_id);
 }
 
 /* After a failed read of the export: retry after a delay, a bounded number of times per pass. */

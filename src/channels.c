@@ -376,5 +376,7 @@ converge_channel_mappings_changed(PG_FUNCTION_ARGS)
 		elog(ERROR, "converge_channel_mappings_changed must be called as a trigger");
 
 	CacheInvalidateRelcache(trigdata->tg_relation);
+	/* and this backend at once: a later trigger refreshes held events with the new mapping */
+	mappings_invalidated((Datum) 0, RelationGetRelid(trigdata->tg_relation));
 	return PointerGetDatum(NULL);
 }

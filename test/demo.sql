@@ -48,10 +48,14 @@ SELECT converge.verify_oauth_hmac(
   '&hmac=10207991f5c2c65c114b70a3c3544ce1d00a236ea4ab034793de0d6407be9165', 'my super secret key', '90 seconds') AS "valid and fresh (90 s)";
 
 \echo
-\echo '== A source: the mock store acme-eu (500 orders), connected with its Client ID and Secret'
+\echo '== A source: the mock store acme-eu (500 orders), connected with its Client ID and Secret,'
+\echo '   upsell delay on, POS orders and orders tagged Exclude kept out of events'
 SET converge.bulk_poll_interval = '100ms';
-SELECT converge.create_source('Acme EU Store Backend', 'https://acme-eu.myshopify.com/', 'cid-acme-eu', 'secret-acme-eu') AS src \gset
-SELECT id, name, store, api_version, connected_at IS NOT NULL AS connected, has_token FROM converge.sources;
+SELECT converge.create_source('Acme EU Store Backend', 'https://acme-eu.myshopify.com/', 'cid-acme-eu', 'secret-acme-eu',
+                              upsell_delay => true, exclude_channels => '{pos}', exclude_tags => '{Exclude}') AS src \gset
+SELECT id, name, store, api_version, upsell_delay, upsell_delay_length, connected_at IS NOT NULL AS connected, has_token
+  FROM converge.sources;
+SELECT kind, value FROM converge.exclusion_rules ORDER BY id;
 
 \echo '== CALL converge.sync(source): the historical sync (one bulk export, streamed into the tables)'
 \timing on
@@ -60,7 +64,10 @@ CALL converge.sync(:src);
 SELECT phase, orders, refunds, backfill_objects_loaded AS objects, api_requests, throttled, retries, scope_warning
   FROM converge.sync_status;
 
-\echo '== New activity in the store: a POS order, an upsell on #1005, a refund on #1008, a tag and a cancellation'
+\echo '== New activity in the store: web orders #1501 and #1502, a POS order #1503, an upsell on #1005,'
+\echo '   a refund on #1008, a tag and a cancellation'
+\! $MOCKCTL add-order acme-eu --items 1 --email 'first.time@example.com' > /dev/null
+\! $MOCKCTL add-order acme-eu --source-name 3890849 --items 2 > /dev/null
 \! $MOCKCTL add-order acme-eu --source-name pos --items 2 > /dev/null
 \! $MOCKCTL upsell acme-eu '#1005' --items 1 > /dev/null
 \! $MOCKCTL refund acme-eu '#1008' > /dev/null
@@ -71,6 +78,13 @@ CALL converge.sync(:src);
 SELECT id AS run, phase, outcome, orders_synced, refunds_synced, requests,
        round(extract(epoch FROM finished_at - started_at)::numeric, 2) AS seconds
   FROM converge.sync_runs ORDER BY id;
+
+\echo '== #1501 is held by the upsell delay; the post-purchase upsell adds two items to it during the hold'
+SELECT order_name, state, items_count, revenue, currency, release_at - occurred_at AS held_for
+  FROM converge.placed_orders WHERE order_name = '#1501';
+\! $MOCKCTL upsell acme-eu '#1501' --items 2 > /dev/null
+CALL converge.sync(:src);
+SELECT order_name, state, items_count, revenue, currency FROM converge.placed_orders WHERE order_name = '#1501';
 
 \echo '== Orders with their sales channels'
 SELECT order_name, source_name, sales_channel, tags, total_price, presentment_currency AS currency,
@@ -84,6 +98,33 @@ SELECT order_name, source_name, sales_channel, tags, total_price, presentment_cu
 SELECT sales_channel, count(*) AS orders, sum(total_price_shop) AS revenue_shop_currency
   FROM converge.orders GROUP BY 1 ORDER BY 2 DESC;
 
+\echo
+\echo '== Events: ten minutes later (the clock moved with as_of), the held events are released'
+SELECT converge.release_due_events(now() + interval '11 minutes') AS released;
+\echo '== How many events are historic (before connecting: never forwarded), held and ready'
+SELECT event_name, state, events FROM converge.event_counts ORDER BY event_name, state;
+\echo '== New Placed Order events (the upsell folded in) and a sample of historic ones'
+(SELECT order_name, sales_channel, revenue, currency, revenue_shop, is_new_customer, items_count, coupon, state
+   FROM converge.placed_orders WHERE state <> 'historic' ORDER BY occurred_at)
+UNION ALL
+(SELECT order_name, sales_channel, revenue, currency, revenue_shop, is_new_customer, items_count, coupon, state
+   FROM converge.placed_orders WHERE state = 'historic' AND order_name IN ('#1001', '#1002', '#1004', '#1005'));
+\echo '== Received Refund events (#1008 was refunded after connecting: ready)'
+(SELECT order_name, sales_channel, refunded, currency, refunded_shop, items_count, state
+   FROM converge.received_refunds WHERE state <> 'historic' ORDER BY occurred_at)
+UNION ALL
+(SELECT order_name, sales_channel, refunded, currency, refunded_shop, items_count, state
+   FROM converge.received_refunds WHERE state = 'historic' ORDER BY occurred_at LIMIT 3);
+\echo '== One released event as a destination will see it'
+SELECT event_id, event_name, occurred_at, jsonb_pretty(properties) AS properties, aliases
+  FROM converge.events WHERE state = 'ready' AND event_name = 'Placed Order' ORDER BY occurred_at LIMIT 1 \gx
+\echo '== The exclusions that applied (no event for these orders, nor for their refunds)'
+SELECT rule_kind, rule_value, count(*) AS orders, string_agg(order_name, ', ' ORDER BY order_name) FILTER (WHERE order_name > '#1495') AS "new among them"
+  FROM converge.excluded_orders GROUP BY 1, 2 ORDER BY 1, 2;
+\echo '== What a new rule would exclude, before adding it: channel marketplace'
+SELECT event_state, count(*) AS orders FROM converge.preview_exclusion(:src, 'channel', 'marketplace') GROUP BY 1;
+
+\echo
 \echo '== pg_cron keeps it running: converge.schedule()'
 SELECT * FROM converge.schedule();
 SELECT jobname, schedule, command FROM cron.job;
