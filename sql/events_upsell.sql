@@ -62,6 +62,13 @@ CALL converge.sync(:src);
 SELECT o.order_name, e.state, e.release_at - o.created_at AS hold
   FROM converge.placed_orders e JOIN converge.orders o USING (source_id, order_id)
  WHERE e.source_id = :src AND o.order_name = '#1062';
+-- a held event follows a change of the channel mappings; a released one does not
+INSERT INTO converge.channel_mappings (source_id, shopify_source_name, converge_channel) VALUES (:src, 'web', 'mobile_app');
+SELECT o.order_name, e.state, e.sales_channel, e.properties ->> '$sales_channel_type' AS property
+  FROM converge.events e JOIN converge.orders o USING (source_id, order_id)
+ WHERE e.source_id = :src AND o.order_name IN ('#1061', '#1062') AND e.event_name = 'Placed Order' ORDER BY 1;
+DELETE FROM converge.channel_mappings WHERE source_id = :src;
+SELECT sales_channel FROM converge.placed_orders WHERE source_id = :src AND order_name = '#1062';
 SELECT converge.alter_source(:src, upsell_delay_length => '0 minutes');
 SELECT converge.create_source('Bad delay', 'bad-delay', 'c', 's', upsell_delay_length => '2 days');
 
