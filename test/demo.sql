@@ -119,7 +119,7 @@ UNION ALL
 SELECT event_id, event_name, occurred_at, jsonb_pretty(properties) AS properties, aliases
   FROM converge.events WHERE state = 'ready' AND event_name = 'Placed Order' ORDER BY occurred_at LIMIT 1 \gx
 \echo '== The exclusions that applied (no event for these orders, nor for their refunds)'
-SELECT rule_kind, rule_value, count(*) AS orders, string_agg(order_name, ', ' ORDER BY order_name) FILTER (WHERE order_name > '#1495') AS "new among them"
+SELECT rule_kind, rule_value, count(*) AS orders, string_agg(order_name, ', ' ORDER BY order_name) FILTER (WHERE order_name > '#1500') AS "new among them"
   FROM converge.excluded_orders GROUP BY 1, 2 ORDER BY 1, 2;
 \echo '== What a new rule would exclude, before adding it: channel marketplace'
 SELECT event_state, count(*) AS orders FROM converge.preview_exclusion(:src, 'channel', 'marketplace') GROUP BY 1;
