@@ -7,6 +7,8 @@ OBJS = \
 	src/converge.o \
 	src/backfill.o \
 	src/channels.o \
+	src/delivery.o \
+	src/destinations.o \
 	src/event_payload.o \
 	src/export_loader.o \
 	src/hmac.o \
@@ -25,7 +27,7 @@ PGFILEDESC = "converge - Shopify orders and refunds as purchase events"
 
 REGRESS = install store_handle base_url sales_channel channel_mappings \
 	webhook_hmac oauth_hmac dump_restore json_parser sources sync_backfill sync_incremental sync_faults sync_config sync_crash \
-	events events_exclusions events_upsell schedule
+	events events_exclusions events_upsell destinations delivery_faults delivery_crash schedule
 REGRESS_OPTS = --dbname=contrib_regression
 
 PG_CPPFLAGS = -Isrc

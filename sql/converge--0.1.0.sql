@@ -575,6 +575,7 @@ AS $$
 BEGIN
   PERFORM converge._source_or_error(source);
   IF drop_data THEN
+    DELETE FROM converge.deliveries d USING converge.events e WHERE e.event_id = d.event_id AND e.source_id = source;
     DELETE FROM converge.events WHERE source_id = source;
     DELETE FROM converge.refund_line_items WHERE source_id = source;
     DELETE FROM converge.refunds WHERE source_id = source;
@@ -783,10 +784,16 @@ AS 'MODULE_PATHNAME', 'converge_event_payloads';
 COMMENT ON FUNCTION converge._event_payloads(text, bigint, bigint[]) IS
   'Internal: the contents of the events of these orders (Placed Order) or refunds (Received Refund), from the _facts and _items views';
 
+-- The functions below work on a batch's rows, one index probe per row.  They
+-- run with nested loops only: during a backfill the statistics lag far
+-- behind the tables, and the planner would rather hash whole tables (or
+-- evaluate a view for every order once per event).
+
 -- Held events of excluded orders (and the refunds held with them) are dropped.
 CREATE FUNCTION converge._drop_excluded(source bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE n bigint;
 BEGIN
@@ -812,6 +819,7 @@ END $$;
 CREATE FUNCTION converge._refresh_held(source bigint DEFAULT NULL, order_ids bigint[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE
   g record;
@@ -855,13 +863,14 @@ CREATE TRIGGER channel_mappings_refresh_held
 CREATE FUNCTION converge._order_events(source bigint, order_ids bigint[], inserted boolean[], refund_ids bigint[])
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+SET enable_hashjoin = off SET enable_mergejoin = off
 SET work_mem = '64MB'   -- a batch's events (~1 KB each) stay in memory on their way to the table
 AS $$
 DECLARE
   s record;
   new_orders bigint[];
   held bigint[];
-  n bigint;
+  ready text[];
 BEGIN
   SELECT ss.store, ss.connected_at, ss.upsell_delay, ss.upsell_delay_length,
          st.history_complete_at IS NOT NULL AS complete,
@@ -896,8 +905,9 @@ BEGIN
                                        ELSE 'ready' END AS state) d
       ON CONFLICT (event_id) DO NOTHING
       RETURNING e.event_id, e.state)
-    SELECT count(*) INTO n FROM (SELECT event_id FROM ins WHERE state = 'ready') r
+    SELECT array_agg(r.event_id) INTO ready FROM (SELECT event_id FROM ins WHERE state = 'ready') r
      CROSS JOIN LATERAL pg_notify('converge_events', r.event_id);
+    PERFORM converge._queue_deliveries(ready);
   END IF;
 
   -- Changes to an order while its events are held are folded in.
@@ -929,8 +939,9 @@ BEGIN
        WHERE NOT EXISTS (SELECT 1 FROM converge.excluded_orders x WHERE x.source_id = source AND x.order_id = p.order_id)
       ON CONFLICT (event_id) DO NOTHING
       RETURNING e.event_id, e.state)
-    SELECT count(*) INTO n FROM (SELECT event_id FROM ins WHERE state = 'ready') r
+    SELECT array_agg(r.event_id) INTO ready FROM (SELECT event_id FROM ins WHERE state = 'ready') r
      CROSS JOIN LATERAL pg_notify('converge_events', r.event_id);
+    PERFORM converge._queue_deliveries(ready);
   END IF;
 END $$;
 
@@ -940,6 +951,7 @@ END $$;
 CREATE FUNCTION converge._history_complete(source bigint)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 BEGIN
   UPDATE converge.sync_state SET history_complete_at = clock_timestamp()
@@ -954,19 +966,21 @@ BEGIN
   -- never removed.)
   UPDATE converge.events e
      SET properties = jsonb_set(e.properties, '{$is_new_customer}', 'false')
-    FROM converge._order_facts f
    WHERE e.source_id = source AND e.event_name = 'Placed Order' AND e.state IN ('historic', 'held')
      AND e.properties -> '$is_new_customer' = 'true'
-     AND f.source_id = source AND f.order_id = e.order_id AND NOT f.is_new_customer;
+     AND NOT (SELECT f.is_new_customer FROM converge._order_facts f
+               WHERE f.source_id = e.source_id AND f.order_id = e.order_id);
 END $$;
 
 CREATE FUNCTION converge.release_due_events(as_of timestamptz DEFAULT now())
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE
   n bigint;
   m bigint;
+  ready text[];
 BEGIN
   PERFORM converge._drop_excluded();
 
@@ -979,7 +993,9 @@ BEGIN
      WHERE e.state = 'held' AND e.release_at <= as_of AND e.event_name = 'Placed Order'
        AND st.source_id = e.source_id AND st.history_complete_at IS NOT NULL
     RETURNING e.event_id)
-  SELECT count(*) INTO n FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
+  SELECT array_agg(rel.event_id) INTO ready FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
+  n := coalesce(cardinality(ready), 0);
+  PERFORM converge._queue_deliveries(ready);
   WITH rel AS (
     UPDATE converge.events e
        SET state = 'ready', released_at = clock_timestamp()
@@ -990,7 +1006,9 @@ BEGIN
                         WHERE po.source_id = e.source_id AND po.order_id = e.order_id AND po.state = 'held'
                           AND po.event_name = 'Placed Order')
     RETURNING e.event_id)
-  SELECT count(*) INTO m FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
+  SELECT array_agg(rel.event_id) INTO ready FROM rel CROSS JOIN LATERAL pg_notify('converge_events', rel.event_id);
+  m := coalesce(cardinality(ready), 0);
+  PERFORM converge._queue_deliveries(ready);
   RETURN n + m;
 END $$;
 COMMENT ON FUNCTION converge.release_due_events(timestamptz) IS
@@ -1121,6 +1139,323 @@ REVOKE EXECUTE ON FUNCTION converge.add_exclusion(bigint, text, text), converge.
   converge._event_payloads(text, bigint, bigint[]), converge._refresh_held(bigint, bigint[]) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
+-- Destinations: where ready events are forwarded, over HTTP
+------------------------------------------------------------------------------
+
+CREATE FUNCTION converge.destination_url(url text)
+RETURNS text
+LANGUAGE C STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'converge_destination_url_sql';
+COMMENT ON FUNCTION converge.destination_url(text) IS
+  'The URL as deliveries will use it; refuses anything but https:// (or http:// to this machine, when converge.allow_http_destinations is on)';
+
+CREATE TABLE converge.destination_settings (
+  id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name             text NOT NULL CONSTRAINT destination_settings_name_unique UNIQUE
+                   CONSTRAINT destinations_name_check CHECK (btrim(name) <> ''),
+  url              text NOT NULL,
+  sources          bigint[],      -- NULL: every source
+  event_names      text[]         -- NULL: every event name
+                   CONSTRAINT destinations_event_names_check
+                   CHECK (event_names <@ ARRAY['Placed Order', 'Received Refund'] AND cardinality(event_names) > 0),
+  batch_size       integer NOT NULL DEFAULT 1
+                   CONSTRAINT destinations_batch_size_check CHECK (batch_size BETWEEN 1 AND 500),
+  max_connections  integer NOT NULL DEFAULT 8
+                   CONSTRAINT destinations_max_connections_check CHECK (max_connections BETWEEN 1 AND 64),
+  paused           boolean NOT NULL DEFAULT false,
+  created_at       timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE converge.destination_settings IS
+  'HTTP endpoints that receive ready events (the view converge.destinations shows them); secrets live in converge.destination_secrets';
+
+CREATE TABLE converge.destination_secrets (
+  destination_id  bigint PRIMARY KEY REFERENCES converge.destination_settings (id) ON DELETE CASCADE,
+  secret          text NOT NULL
+);
+ALTER TABLE converge.destination_secrets ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON converge.destination_secrets FROM PUBLIC;
+
+-- The circuit breaker and the last outcome, per destination.
+CREATE TABLE converge.destination_state (
+  destination_id        bigint PRIMARY KEY REFERENCES converge.destination_settings (id) ON DELETE CASCADE,
+  consecutive_failures  integer NOT NULL DEFAULT 0,
+  circuit_open_until    timestamptz,
+  last_success_at       timestamptz,
+  last_error            text,
+  last_error_at         timestamptz
+);
+
+-- One row per (destination, event).  A running converge.deliver() leases the
+-- rows it sends (leased_until, committed before sending): a backend that dies
+-- while sending leaves leases that expire, and the events are sent again.
+CREATE TABLE converge.deliveries (
+  destination_id    bigint NOT NULL,
+  event_id          text COLLATE "C" NOT NULL,
+  state             text NOT NULL DEFAULT 'pending'
+                    CONSTRAINT deliveries_state_check CHECK (state IN ('pending', 'retrying', 'delivered', 'dead')),
+  attempts          integer NOT NULL DEFAULT 0,
+  next_attempt_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+  leased_until      timestamptz,
+  queued_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+  first_attempt_at  timestamptz,
+  delivered_at      timestamptz,
+  last_status       integer,
+  last_error        text,
+  last_response     text,
+  PRIMARY KEY (destination_id, event_id)
+);
+COMMENT ON TABLE converge.deliveries IS
+  'One row per event and destination: pending, retrying (next_attempt_at), delivered, or dead (retries exhausted or refused); converge.replay() queues them again';
+CREATE INDEX deliveries_due_idx ON converge.deliveries (next_attempt_at) WHERE state IN ('pending', 'retrying');
+CREATE INDEX deliveries_state_idx ON converge.deliveries (destination_id, state);
+CREATE INDEX deliveries_delivered_idx ON converge.deliveries (destination_id, delivered_at) WHERE state = 'delivered';
+
+-- Queue ready events for the destinations that follow them (and existed when
+-- the event was released); called wherever events become ready.
+CREATE FUNCTION converge._queue_deliveries(event_ids text[])
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+DECLARE n bigint;
+BEGIN
+  IF event_ids IS NULL OR NOT EXISTS (SELECT 1 FROM converge.destination_settings) THEN
+    RETURN 0;
+  END IF;
+  INSERT INTO converge.deliveries (destination_id, event_id, queued_at, next_attempt_at)
+  SELECT d.id, e.event_id, e.released_at, clock_timestamp()
+    FROM converge.events e
+    JOIN converge.destination_settings d
+      ON (d.sources IS NULL OR e.source_id = ANY (d.sources))
+     AND (d.event_names IS NULL OR e.event_name = ANY (d.event_names))
+     AND d.created_at <= e.released_at
+   WHERE e.event_id = ANY (event_ids) AND e.state = 'ready'
+  ON CONFLICT DO NOTHING;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+
+CREATE FUNCTION converge._destination_or_error(destination bigint)
+RETURNS converge.destination_settings
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE d converge.destination_settings;
+BEGIN
+  SELECT * INTO d FROM converge.destination_settings WHERE id = destination;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'destination % does not exist', destination
+      USING ERRCODE = 'no_data_found', HINT = 'SELECT id, name, url FROM converge.destinations lists them.';
+  END IF;
+  RETURN d;
+END $$;
+
+CREATE FUNCTION converge._check_destination(sources bigint[], event_names text[])
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE missing bigint;
+BEGIN
+  SELECT s INTO missing FROM unnest(sources) s
+   WHERE s IS NULL OR NOT EXISTS (SELECT 1 FROM converge.source_settings WHERE id = s) LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'source % does not exist', coalesce(missing::text, 'NULL')
+      USING ERRCODE = 'no_data_found',
+            HINT = 'List existing source ids (SELECT id, name FROM converge.sources), or pass NULL for every source.';
+  END IF;
+  IF event_names IS NOT NULL AND (cardinality(event_names) = 0
+     OR NOT event_names <@ ARRAY['Placed Order', 'Received Refund']) THEN
+    RAISE EXCEPTION 'invalid event names %', event_names
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Events are named Placed Order and Received Refund; pass NULL for both.';
+  END IF;
+END $$;
+
+CREATE FUNCTION converge.create_destination(
+  name text, url text, secret text DEFAULT NULL, sources bigint[] DEFAULT NULL, event_names text[] DEFAULT NULL,
+  batch_size integer DEFAULT 1, max_connections integer DEFAULT 8)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  clean_url text := converge.destination_url(url);
+  new_id bigint;
+BEGIN
+  IF coalesce(btrim(name), '') = '' THEN
+    RAISE EXCEPTION 'a destination needs a name' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF EXISTS (SELECT 1 FROM converge.destination_settings d WHERE d.name = btrim(create_destination.name)) THEN
+    RAISE EXCEPTION 'a destination named "%" already exists', btrim(name)
+      USING ERRCODE = 'unique_violation', HINT = 'Choose another name, or change it with converge.alter_destination().';
+  END IF;
+  IF secret = '' THEN
+    RAISE EXCEPTION 'an empty secret signs nothing' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'Pass NULL for unsigned requests, or a secret of 16 characters or more.';
+  END IF;
+  PERFORM converge._check_destination(sources, event_names);
+  INSERT INTO converge.destination_settings (name, url, sources, event_names, batch_size, max_connections)
+  VALUES (btrim(name), clean_url, sources, event_names, batch_size, max_connections)
+  RETURNING id INTO new_id;
+  INSERT INTO converge.destination_state (destination_id) VALUES (new_id);
+  IF secret IS NOT NULL THEN
+    INSERT INTO converge.destination_secrets (destination_id, secret) VALUES (new_id, secret);
+  END IF;
+  RETURN new_id;
+END $$;
+COMMENT ON FUNCTION converge.create_destination(text, text, text, bigint[], text[], integer, integer) IS
+  'Forward the events released from now on (of these sources and event names; NULL: all) to url, signed with secret when given';
+
+CREATE FUNCTION converge.alter_destination(
+  destination bigint, url text DEFAULT NULL, secret text DEFAULT NULL, sources bigint[] DEFAULT NULL,
+  event_names text[] DEFAULT NULL, batch_size integer DEFAULT NULL, max_connections integer DEFAULT NULL,
+  all_sources boolean DEFAULT false, all_event_names boolean DEFAULT false, unsigned boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM converge._destination_or_error(destination);
+  PERFORM converge._check_destination(sources, event_names);
+  UPDATE converge.destination_settings d
+     SET url = coalesce(converge.destination_url(alter_destination.url), d.url),
+         sources = CASE WHEN all_sources THEN NULL ELSE coalesce(alter_destination.sources, d.sources) END,
+         event_names = CASE WHEN all_event_names THEN NULL ELSE coalesce(alter_destination.event_names, d.event_names) END,
+         batch_size = coalesce(alter_destination.batch_size, d.batch_size),
+         max_connections = coalesce(alter_destination.max_connections, d.max_connections)
+   WHERE d.id = destination;
+  IF unsigned THEN
+    DELETE FROM converge.destination_secrets WHERE destination_id = destination;
+  ELSIF secret IS NOT NULL THEN
+    INSERT INTO converge.destination_secrets (destination_id, secret) VALUES (destination, secret)
+    ON CONFLICT (destination_id) DO UPDATE SET secret = EXCLUDED.secret;
+  END IF;
+END $$;
+
+CREATE FUNCTION converge.pause_destination(destination bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM converge._destination_or_error(destination);
+  UPDATE converge.destination_settings SET paused = true WHERE id = destination;
+END $$;
+
+CREATE FUNCTION converge.resume_destination(destination bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM converge._destination_or_error(destination);
+  UPDATE converge.destination_settings SET paused = false WHERE id = destination;
+  -- a manual resume closes the circuit too
+  UPDATE converge.destination_state SET circuit_open_until = NULL, consecutive_failures = 0
+   WHERE destination_id = destination;
+END $$;
+
+CREATE FUNCTION converge.drop_destination(destination bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM converge._destination_or_error(destination);
+  DELETE FROM converge.deliveries WHERE destination_id = destination;
+  DELETE FROM converge.destination_settings WHERE id = destination;
+END $$;
+
+-- Queue events again: the ready events the destination follows, released in
+-- [since, until) (also before the destination existed: it is asked for); never
+-- historic, held or dropped ones.
+CREATE FUNCTION converge.replay(destination bigint, since timestamptz, until timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  d converge.destination_settings := converge._destination_or_error(destination);
+  n bigint;
+BEGIN
+  IF since IS NULL OR until IS NULL OR since >= until THEN
+    RAISE EXCEPTION 'replay needs since < until' USING ERRCODE = 'invalid_parameter_value',
+      HINT = 'For example converge.replay(1, now() - interval ''1 day'').';
+  END IF;
+  INSERT INTO converge.deliveries AS x (destination_id, event_id, queued_at, next_attempt_at)
+  SELECT d.id, e.event_id, clock_timestamp(), clock_timestamp()
+    FROM converge.events e
+   WHERE e.state = 'ready' AND e.released_at >= since AND e.released_at < until
+     AND (d.sources IS NULL OR e.source_id = ANY (d.sources))
+     AND (d.event_names IS NULL OR e.event_name = ANY (d.event_names))
+  ON CONFLICT (destination_id, event_id) DO UPDATE
+     SET state = 'pending', attempts = 0, next_attempt_at = clock_timestamp(), queued_at = clock_timestamp(),
+         first_attempt_at = NULL, delivered_at = NULL, leased_until = NULL;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION converge.replay(bigint, timestamptz, timestamptz) IS
+  'Send again the ready events the destination follows that were released in [since, until); returns how many were queued';
+
+CREATE FUNCTION converge.replay_dead(destination bigint)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE n bigint;
+BEGIN
+  PERFORM converge._destination_or_error(destination);
+  UPDATE converge.deliveries
+     SET state = 'pending', attempts = 0, next_attempt_at = clock_timestamp(), queued_at = clock_timestamp(),
+         first_attempt_at = NULL, leased_until = NULL
+   WHERE destination_id = destination AND state = 'dead';
+  GET DIAGNOSTICS n = ROW_COUNT;
+  RETURN n;
+END $$;
+COMMENT ON FUNCTION converge.replay_dead(bigint) IS 'Queue the dead deliveries of a destination again; returns how many';
+
+CREATE PROCEDURE converge.deliver(linger boolean DEFAULT false)
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'converge_deliver';
+COMMENT ON PROCEDURE converge.deliver(boolean) IS
+  'Send the due deliveries concurrently, committing as it goes, until none is due (linger: until converge.delivery_time_limit, looking for new ones every second); pg_cron runs CALL converge.deliver(linger => true) every minute';
+
+CREATE VIEW converge.destinations AS
+SELECT d.id, d.name, d.url, d.sources, d.event_names, d.batch_size, d.max_connections, d.paused,
+       st.circuit_open_until > now() AS circuit_open, st.circuit_open_until, st.consecutive_failures,
+       k.secret IS NOT NULL AS signed, d.created_at
+  FROM converge.destination_settings d
+  LEFT JOIN converge.destination_state st ON st.destination_id = d.id
+  LEFT JOIN converge.destination_secrets k ON k.destination_id = d.id;
+COMMENT ON VIEW converge.destinations IS 'Every destination with its settings and circuit breaker; never its secret';
+
+CREATE VIEW converge.delivery_status AS
+SELECT d.id AS destination_id, d.name,
+       CASE WHEN d.paused THEN 'paused' WHEN st.circuit_open_until > now() THEN 'circuit open' ELSE 'active' END AS status,
+       coalesce(c.pending, 0) AS pending, coalesce(c.retrying, 0) AS retrying,
+       coalesce(c.delivered, 0) AS delivered, coalesce(c.dead, 0) AS dead,
+       st.last_success_at, st.last_error, st.last_error_at, st.consecutive_failures, st.circuit_open_until,
+       l.p50 AS latency_p50, l.p95 AS latency_p95
+  FROM converge.destination_settings d
+  LEFT JOIN converge.destination_state st ON st.destination_id = d.id
+  LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE x.state = 'pending') AS pending, count(*) FILTER (WHERE x.state = 'retrying') AS retrying,
+           count(*) FILTER (WHERE x.state = 'delivered') AS delivered, count(*) FILTER (WHERE x.state = 'dead') AS dead
+      FROM converge.deliveries x WHERE x.destination_id = d.id) c ON true
+  LEFT JOIN LATERAL (
+    -- from the event's release to its delivery, over the last day
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x.delivered_at - x.queued_at) AS p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY x.delivered_at - x.queued_at) AS p95
+      FROM converge.deliveries x
+     WHERE x.destination_id = d.id AND x.state = 'delivered' AND x.delivered_at > now() - interval '1 day') l ON true;
+COMMENT ON VIEW converge.delivery_status IS
+  'Per destination: pending, retrying, delivered and dead deliveries, last success and error, circuit breaker, p50/p95 latency from release to delivery over the last day';
+
+SELECT pg_catalog.pg_extension_config_dump('converge.destination_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('converge.destination_settings_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('converge.destination_secrets', '');
+SELECT pg_catalog.pg_extension_config_dump('converge.destination_state', '');
+SELECT pg_catalog.pg_extension_config_dump('converge.deliveries', '');
+
+REVOKE EXECUTE ON FUNCTION converge.create_destination(text, text, text, bigint[], text[], integer, integer),
+  converge.alter_destination(bigint, text, text, bigint[], text[], integer, integer, boolean, boolean, boolean),
+  converge.pause_destination(bigint), converge.resume_destination(bigint), converge.drop_destination(bigint),
+  converge.replay(bigint, timestamptz, timestamptz), converge.replay_dead(bigint),
+  converge._queue_deliveries(text[]) FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE converge.deliver(boolean) FROM PUBLIC;
+
+------------------------------------------------------------------------------
 -- What users look at
 ------------------------------------------------------------------------------
 
@@ -1208,16 +1543,17 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
     RAISE EXCEPTION 'pg_cron is not installed in this database'
       USING ERRCODE = 'feature_not_supported',
-            HINT = 'Add pg_cron to shared_preload_libraries and CREATE EXTENSION pg_cron in the database named by cron.database_name; or run CALL converge.sync_all() and SELECT converge.release_due_events() every minute from any scheduler (for example: psql -c ''CALL converge.sync_all()'').';
+            HINT = 'Add pg_cron to shared_preload_libraries and CREATE EXTENSION pg_cron in the database named by cron.database_name; or run CALL converge.sync_all(), SELECT converge.release_due_events() and CALL converge.deliver() every minute from any scheduler (for example: psql -c ''CALL converge.sync_all()'').';
   END IF;
   FOR job_name, command IN VALUES ('converge-sync', 'CALL converge.sync_all()'),
-                                  ('converge-release', 'SELECT converge.release_due_events()') LOOP
+                                  ('converge-release', 'SELECT converge.release_due_events()'),
+                                  ('converge-deliver', 'CALL converge.deliver(linger => true)') LOOP
     EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job_id USING job_name, schedule, command;
     RETURN NEXT;
   END LOOP;
 END $$;
 COMMENT ON FUNCTION converge.schedule(text) IS
-  'Create (or update) the pg_cron jobs that run converge: converge-sync runs CALL converge.sync_all(), converge-release SELECT converge.release_due_events()';
+  'Create (or update) the pg_cron jobs that run converge: converge-sync runs CALL converge.sync_all(), converge-release SELECT converge.release_due_events(), converge-deliver CALL converge.deliver(linger => true)';
 
 CREATE FUNCTION converge.unschedule()
 RETURNS integer

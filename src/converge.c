@@ -34,6 +34,15 @@ int			converge_sync_runs_retention_days = 7;
 int			converge_backfill_workers = 1;
 int			converge_catchup_pages = 20;
 bool		converge_generate_events = true;
+bool		converge_allow_http_destinations = false;
+int			converge_delivery_time_limit_ms = 50000;
+int			converge_delivery_timeout_ms = 10000;
+int			converge_delivery_max_age_s = 86400;
+int			converge_delivery_retry_base_ms = 1000;
+int			converge_delivery_retry_max_ms = 3600000;
+int			converge_circuit_breaker_failures = 10;
+int			converge_circuit_breaker_cooldown_ms = 60000;
+int			converge_delivery_retention_days = 7;
 
 void		_PG_init(void);
 
@@ -203,6 +212,87 @@ _PG_init(void)
 							 PGC_SUSET,
 							 GUC_NOT_IN_SAMPLE,
 							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("converge.allow_http_destinations",
+							 "Allow http:// destinations on this machine (127.0.0.1, ::1, localhost).",
+							 "For tests and local relays; every other destination must use https://.",
+							 &converge_allow_http_destinations,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.delivery_time_limit",
+							"A delivery run stops taking new deliveries after this.",
+							NULL,
+							&converge_delivery_time_limit_ms,
+							50000, 100, 3600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.delivery_timeout",
+							"Time a destination has to answer one request.",
+							NULL,
+							&converge_delivery_timeout_ms,
+							10000, 100, 300000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.delivery_max_age",
+							"How long a delivery is retried after its first attempt before it is dead.",
+							NULL,
+							&converge_delivery_max_age_s,
+							86400, 1, 30 * 86400,
+							PGC_USERSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.delivery_retry_base",
+							"First delay before a failed delivery is tried again; it doubles with each attempt.",
+							NULL,
+							&converge_delivery_retry_base_ms,
+							1000, 1, 3600000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.delivery_retry_max",
+							"Longest delay between two attempts of a delivery.",
+							NULL,
+							&converge_delivery_retry_max_ms,
+							3600000, 1, 86400000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.circuit_breaker_failures",
+							"Failed requests in a row after which a destination is paused for the cool-down.",
+							NULL,
+							&converge_circuit_breaker_failures,
+							10, 1, 100000,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.circuit_breaker_cooldown",
+							"How long a destination whose circuit opened is left alone.",
+							NULL,
+							&converge_circuit_breaker_cooldown_ms,
+							60000, 1, 86400000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("converge.delivery_retention",
+							"Days delivered deliveries are kept; older ones are pruned by converge.deliver().",
+							NULL,
+							&converge_delivery_retention_days,
+							7, 1, 3650,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("converge");
 }

@@ -10,6 +10,7 @@
 
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "utils/builtins.h"
 
 #define CONVERGE_VERSION "0.1.0"
@@ -29,6 +30,15 @@ extern int	converge_sync_runs_retention_days;
 extern int	converge_backfill_workers;
 extern int	converge_catchup_pages;
 extern bool converge_generate_events;
+extern bool converge_allow_http_destinations;
+extern int	converge_delivery_time_limit_ms;
+extern int	converge_delivery_timeout_ms;
+extern int	converge_delivery_max_age_s;
+extern int	converge_delivery_retry_base_ms;
+extern int	converge_delivery_retry_max_ms;
+extern int	converge_circuit_breaker_failures;
+extern int	converge_circuit_breaker_cooldown_ms;
+extern int	converge_delivery_retention_days;
 
 /* Store handles and URLs (store.c) */
 extern char *converge_store_handle(const char *store);
@@ -44,6 +54,10 @@ extern bool converge_timingsafe_equal(const char *a, const char *b, size_t len);
 /* Sales channels (channels.c) */
 extern const char *converge_sales_channel(bool have_source, int64 source_id,
 										  const char *source_name);
+
+/* Procedures that commit as they go (sync.c) */
+extern bool converge_is_nonatomic(FunctionCallInfo fcinfo);
+extern void converge_commit_if(bool nonatomic);
 
 /* An SPI text parameter that may be NULL. */
 static inline Datum

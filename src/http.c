@@ -24,6 +24,7 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "utils/timestamp.h"
 
 #include "converge.h"
 #include "http.h"
@@ -45,6 +46,10 @@ struct HttpTransfer
 	bool		paused;
 	bool		done;
 	bool		overflow;
+	bool		async;			/* started by http_async_start */
+	bool		returned;		/* ... and handed back by http_async_next */
+	size_t		body_limit;
+	void	   *tag;
 	HttpResult	result;
 	char		errbuf[CURL_ERROR_SIZE];
 	HttpTransfer *next;			/* list of transfers in progress */
@@ -120,6 +125,13 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 		t->paused = true;
 		return CURL_WRITEFUNC_PAUSE;
 	}
+	if (t->body_limit > 0 && t->len + n > t->body_limit)
+	{
+		/* keep the beginning, swallow the rest */
+		n = t->len < t->body_limit ? t->body_limit - t->len : 0;
+		if (n == 0)
+			return size * nmemb;
+	}
 	if (t->len - t->start + n > MAX_RESPONSE_BYTES)
 	{
 		t->overflow = true;
@@ -150,7 +162,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	memcpy(t->data + t->len, ptr, n);
 	t->len += n;
 	t->data[t->len] = '\0';
-	return n;
+	return size * nmemb;
 }
 
 static bool
@@ -225,6 +237,8 @@ start_transfer(const HttpRequest *req)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	t->stream = req->stream;
 	t->pause_at = STREAM_PAUSE_BYTES;
+	t->body_limit = req->body_limit;
+	t->tag = req->tag;
 	t->result.retry_after = -1;
 	t->result.range_start = -1;
 	t->next = transfers;
@@ -258,7 +272,8 @@ start_transfer(const HttpRequest *req)
 	}
 	else
 	{
-		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) converge_request_timeout_ms);
+		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+						 req->timeout_ms > 0 ? req->timeout_ms : (long) converge_request_timeout_ms);
 		curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
 	}
 
@@ -270,6 +285,13 @@ start_transfer(const HttpRequest *req)
 
 		snprintf(ct, sizeof(ct), "Content-Type: %s", req->content_type);
 		t->headers = curl_slist_append(t->headers, ct);
+	}
+	if (req->headers)
+	{
+		const char *const *h;
+
+		for (h = req->headers; *h != NULL; h++)
+			t->headers = curl_slist_append(t->headers, *h);
 	}
 	if (req->access_token)
 	{
@@ -434,4 +456,104 @@ http_stream_end(HttpTransfer *t)
 			free_transfer(t);
 			return;
 		}
+}
+
+/* ---- many requests at once ---- */
+
+HttpTransfer *
+http_async_start(const HttpRequest *req)
+{
+	HttpTransfer *t = start_transfer(req);
+
+	t->async = true;
+	return t;
+}
+
+int
+http_async_running(void)
+{
+	HttpTransfer *t;
+	int			n = 0;
+
+	for (t = transfers; t != NULL; t = t->next)
+		if (t->async && !t->returned)
+			n++;
+	return n;
+}
+
+static HttpTransfer *
+finished_async(void)
+{
+	HttpTransfer *t;
+
+	for (t = transfers; t != NULL; t = t->next)
+		if (t->async && t->done && !t->returned)
+		{
+			t->returned = true;
+			return t;
+		}
+	return NULL;
+}
+
+HttpTransfer *
+http_async_next(int wait_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+
+	for (;;)
+	{
+		HttpTransfer *t = finished_async();
+		int			running;
+		int			queued;
+		CURLMsg    *msg;
+		long		left;
+
+		if (t != NULL)
+			return t;
+		if (http_async_running() == 0)
+			return NULL;
+		curl_multi_perform(multi, &running);
+		while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+		{
+			HttpTransfer *x;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			for (x = transfers; x != NULL; x = x->next)
+				if (x->easy == msg->easy_handle)
+					finish(x, msg->data.result);
+		}
+		if ((t = finished_async()) != NULL)
+			return t;
+		left = (long) ((until - GetCurrentTimestamp()) / 1000);
+		if (left <= 0)
+			return NULL;
+		curl_multi_poll(multi, NULL, 0, (int) Min(left, POLL_MS), NULL);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+const HttpResult *
+http_transfer_result(HttpTransfer *t)
+{
+	return &t->result;
+}
+
+const char *
+http_transfer_body(HttpTransfer *t, size_t *len)
+{
+	*len = t->len - t->start;
+	return t->data ? t->data + t->start : "";
+}
+
+void *
+http_transfer_tag(HttpTransfer *t)
+{
+	return t->tag;
+}
+
+void
+http_transfer_free(HttpTransfer *t)
+{
+	free_transfer(t);
 }

@@ -21,6 +21,10 @@ typedef struct HttpRequest
 	int64		range_from;		/* > 0: ask for the bytes from this offset on */
 	int64		range_to;		/* > 0: ... up to this offset (inclusive) */
 	bool		stream;			/* no total timeout; the caller reads as it goes */
+	const char *const *headers;	/* more header lines ("Name: value"), NULL-terminated, or NULL */
+	long		timeout_ms;		/* > 0: this total timeout instead of converge.request_timeout */
+	size_t		body_limit;		/* > 0: keep this much of the response, drop the rest */
+	void	   *tag;			/* the caller's, returned with the finished transfer */
 } HttpRequest;
 
 typedef struct HttpResult
@@ -46,6 +50,18 @@ extern const char *http_stream_data(HttpTransfer *t, size_t *len);
 extern void http_stream_consume(HttpTransfer *t, size_t n);
 extern const HttpResult *http_stream_result(HttpTransfer *t);
 extern void http_stream_end(HttpTransfer *t);
+
+/*
+ * Many requests at once: start them, then take them as they finish
+ * (NULL when none finished within wait_ms, or none is left).
+ */
+extern HttpTransfer *http_async_start(const HttpRequest *req);
+extern HttpTransfer *http_async_next(int wait_ms);
+extern int	http_async_running(void);
+extern const HttpResult *http_transfer_result(HttpTransfer *t);
+extern const char *http_transfer_body(HttpTransfer *t, size_t *len);
+extern void *http_transfer_tag(HttpTransfer *t);
+extern void http_transfer_free(HttpTransfer *t);
 
 /* Release every transfer in progress (error recovery). */
 extern void http_abort_all(void);

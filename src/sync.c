@@ -282,8 +282,8 @@ finish_run(SyncContext *ctx, int64 run_id, const char *outcome, const char *mess
 				9, types, values, nulls);
 }
 
-static void
-commit_if(bool nonatomic)
+void
+converge_commit_if(bool nonatomic)
 {
 	if (nonatomic)
 	{
@@ -395,7 +395,7 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 						"WHERE source_id = $1 AND finished_at IS NULL", 1, types, values, NULL);
 			run_id = start_run(ctx, backfill ? "backfill" : "incremental");
 			ctx->run_id = run_id;
-			commit_if(nonatomic);
+			converge_commit_if(nonatomic);
 
 			for (;;)
 			{
@@ -410,7 +410,7 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 					message = ctx->last_error ? ctx->last_error : "see converge.sync_status";
 					schedule_next_attempt(ctx);
 				}
-				commit_if(nonatomic);
+				converge_commit_if(nonatomic);
 
 				if (failed || ctx->error_noted || !more)
 					break;
@@ -425,7 +425,7 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 			if (strcmp(outcome, "error") != 0)
 				schedule_next_attempt(ctx);
 			finish_run(ctx, run_id, outcome, (const char *) message);
-			commit_if(nonatomic);
+			converge_commit_if(nonatomic);
 		}
 	}
 	PG_FINALLY();
@@ -438,8 +438,8 @@ run_pass(int64 source_id, TimestampTz deadline, bool nonatomic, bool manual)
 	return true;
 }
 
-static bool
-is_nonatomic(FunctionCallInfo fcinfo)
+bool
+converge_is_nonatomic(FunctionCallInfo fcinfo)
 {
 	return fcinfo->context != NULL && IsA(fcinfo->context, CallContext) &&
 		!castNode(CallContext, fcinfo->context)->atomic;
@@ -455,7 +455,7 @@ pass_deadline(void)
 Datum
 converge_sync(PG_FUNCTION_ARGS)
 {
-	bool		nonatomic = is_nonatomic(fcinfo);
+	bool		nonatomic = converge_is_nonatomic(fcinfo);
 	int64		source_id;
 
 	if (PG_ARGISNULL(0))
@@ -488,7 +488,7 @@ run_passes(const int64 *ids, uint64 n, TimestampTz deadline, bool nonatomic)
 Datum
 converge_sync_all(PG_FUNCTION_ARGS)
 {
-	volatile bool nonatomic = is_nonatomic(fcinfo);
+	volatile bool nonatomic = converge_is_nonatomic(fcinfo);
 	TimestampTz deadline = pass_deadline();
 	int64	   *ids;
 	uint64		n;

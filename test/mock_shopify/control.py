@@ -26,6 +26,7 @@ import os
 import tempfile
 
 from api import Response, json_response
+from receiver import Receiver
 from store import MutationError
 
 MUTATION_OPS = ("upsell", "tag", "refund", "cancel", "touch")
@@ -86,6 +87,8 @@ def _route(app, method, parts, query, body):
                 raise ControlError(400, "handle is required")
             store = app.create_store(handle, spec, replace=replace)
             return json_response(201, store.summary())
+    if parts and parts[0] == "receivers":
+        return _receivers(app, method, parts[1:], query, body)
     if len(parts) < 2 or parts[0] != "stores":
         raise ControlError(404, "no such control endpoint")
     store = _store(app, parts[1])
@@ -183,3 +186,52 @@ def _export(app, store):
             f.write(("\n".join(buf) + "\n").encode())
     size = os.path.getsize(path)
     return Response(200, b"", "application/jsonl; charset=utf-8", file=(path, 0, size, size), unlink=True)
+
+
+def _receivers(app, method, parts, query, body):
+    """/_mock/receivers[/{name}[/requests|/faults]]"""
+    if not parts:
+        if method == "GET":
+            return json_response(200, {"receivers": [r.summary() for r in app.receivers.values()]})
+        if method == "POST":
+            spec = _body(body)
+            name = spec.get("name")
+            if not name:
+                raise ControlError(400, "name is required")
+            rcv = Receiver(name, spec.get("secret"), int(spec.get("status", 200)))
+            with app.lock:
+                app.receivers[name] = rcv
+            return json_response(201, rcv.summary())
+        raise ControlError(405, "GET or POST")
+    rcv = app.receivers.get(parts[0])
+    if rcv is None:
+        raise ControlError(404, "unknown receiver %r" % parts[0])
+    rest = parts[1:]
+    if not rest:
+        if method == "GET":
+            return json_response(200, rcv.summary())
+        if method in ("PATCH", "POST"):
+            spec = _body(body)
+            if "down" in spec:
+                rcv.down = bool(spec["down"])
+            if "status" in spec:
+                rcv.status = int(spec["status"])
+            return json_response(200, rcv.summary())
+        if method == "DELETE":
+            with app.lock:
+                app.receivers.pop(rcv.name, None)
+            return json_response(200, {"deleted": rcv.name})
+    elif rest == ["requests"]:
+        if method == "GET":
+            return json_response(200, {"requests": rcv.take_requests()})
+        if method == "DELETE":
+            rcv.take_requests(clear=True)
+            return json_response(200, {"cleared": True})
+    elif rest == ["faults"] and method == "POST":
+        rcv.add_fault(_body(body))
+        return json_response(200, rcv.summary())
+    elif rest == ["faults"] and method == "DELETE":
+        with rcv.lock:
+            rcv.faults.clear()
+        return json_response(200, rcv.summary())
+    raise ControlError(404, "no such control endpoint")

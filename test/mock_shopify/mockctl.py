@@ -270,6 +270,22 @@ def build_parser():
     p = sub.add_parser("bucket", help="show or set the leaky bucket")
     p.add_argument("handle")
     p.add_argument("--available", type=float)
+    p = sub.add_parser("receiver", help="create (or replace) an event receiver at /_receiver/NAME; prints its URL")
+    p.add_argument("name")
+    p.add_argument("--secret", help="check Converge-Signature with this secret")
+    p.add_argument("--status", type=int, default=200, help="normal answer (200 or 204)")
+    p = sub.add_parser("received", help="what a receiver got: one JSON object per request (JSONL)")
+    p.add_argument("name")
+    p.add_argument("--clear", action="store_true", help="forget them afterwards")
+    p = sub.add_parser("receiver-fault", help="queue faults for a receiver's next requests")
+    p.add_argument("name")
+    p.add_argument("kind", help="http_500 http_503 http_429 http_400 http_408 hang reset")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--retry-after")
+    p.add_argument("--delay", type=float, help="hang: seconds")
+    p = sub.add_parser("receiver-down", help="a receiver resets every connection (on) or answers again (off)")
+    p.add_argument("name")
+    p.add_argument("state", choices=("on", "off"))
     p = sub.add_parser("token", help="issue an access token directly; prints it")
     p.add_argument("handle")
     p.add_argument("--scopes")
@@ -366,6 +382,27 @@ def run(argv):
             kv(request(base, "POST", store_path(h, "bucket"), {"available": a.available}))
         else:
             kv(request(base, "GET", store_path(h, "bucket")))
+    elif cmd == "receiver":
+        body = {"name": a.name, "status": a.status}
+        if a.secret is not None:
+            body["secret"] = a.secret
+        request(base, "POST", "/_mock/receivers", body)
+        print("%s/_receiver/%s" % (base.rstrip("/"), a.name))
+    elif cmd == "received":
+        reqs = request(base, "GET", "/_mock/receivers/%s/requests" % a.name)["requests"]
+        for r in reqs:
+            sys.stdout.write(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n")
+        if a.clear:
+            request(base, "DELETE", "/_mock/receivers/%s/requests" % a.name)
+    elif cmd == "receiver-fault":
+        body = {"kind": a.kind, "count": a.count}
+        if a.retry_after is not None:
+            body["retry_after"] = a.retry_after
+        if a.delay is not None:
+            body["delay"] = a.delay
+        request(base, "POST", "/_mock/receivers/%s/faults" % a.name, body)
+    elif cmd == "receiver-down":
+        request(base, "PATCH", "/_mock/receivers/%s" % a.name, {"down": a.state == "on"})
     elif cmd == "token":
         body = {"scopes": a.scopes} if a.scopes else {}
         print(request(base, "POST", store_path(h, "tokens"), body)["access_token"])

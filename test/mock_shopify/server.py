@@ -9,6 +9,7 @@ Routes (stores are addressed by handle, as a path prefix):
     POST /{handle}/admin/api/{version}/graphql.json
     GET  /_bulk/{handle}/{n}.jsonl?sig=...      bulk operation results (Range supported)
     *    /_mock/...                             control API (see control.py / README.md)
+    POST /_receiver/{name}                      event receivers for converge's deliveries (receiver.py)
 """
 
 import argparse
@@ -62,6 +63,7 @@ class MockShopify:
     def __init__(self, host="127.0.0.1", port=0, stores=(), tls_cert=None, tls_key=None, quiet=True):
         self.workdir = tempfile.mkdtemp(prefix="mock-shopify-")
         self.stores = {}
+        self.receivers = {}
         self.lock = threading.Lock()
         self.shutdown_event = threading.Event()
         self.quiet = quiet
@@ -74,6 +76,7 @@ class MockShopify:
                 address_family = socket.AF_INET6
             server_cls = V6
         server_cls.daemon_threads = True
+        server_cls.request_queue_size = 256     # many clients connect at once (deliveries)
         self.httpd = server_cls((host, port), Handler)
         self.httpd.app = self
         self.scheme = "http"
@@ -214,6 +217,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if parts and parts[0] == "_mock":
                 resp = control.handle(app, method, parts[1:], split.query, body)
+            elif len(parts) == 2 and parts[0] == "_receiver":
+                rcv = app.receivers.get(parts[1])
+                if rcv is None:
+                    resp = api.json_response(404, {"error": "no receiver %r" % parts[1]})
+                elif method != "POST":
+                    resp = api.json_response(405, {"error": "POST events here"})
+                else:
+                    resp = rcv.handle(self.headers, body, app.shutdown_event)
             elif parts and parts[0] == "_bulk" and len(parts) == 3:
                 store = app.get_store(parts[1])
                 if store is None:
