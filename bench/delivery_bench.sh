@@ -53,21 +53,11 @@ ready_events() {
 
 # deliver_measured DESTINATION LABEL: one CALL converge.deliver(), timed, memory sampled
 deliver_measured() {
-  local dest=$1 label=$2 t0 t1 pid="" peak=0 kb ppid
+  local dest=$1 label=$2 t0 t1 peak
   t0=$(date +%s.%N)
-  psql -X -q -c "SET converge.delivery_time_limit = '10min'" -c "CALL converge.deliver()" &
-  ppid=$!
-  for _ in $(seq 1 200); do
-    pid=$(q "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CALL converge.deliver()%'") && [ -n "$pid" ] && break
-    sleep 0.02
-  done
-  while kill -0 "$ppid" 2>/dev/null; do
-    kb=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ "${kb:-0}" -gt "$peak" ] && peak=$kb
-    sleep 0.05
-  done
-  wait "$ppid"
+  measure_backend "CALL converge.deliver()" "$CONVERGE_TMP/deliver.peak" -c "SET converge.delivery_time_limit = '10min'"
   t1=$(date +%s.%N)
+  peak=$(cat "$CONVERGE_TMP/deliver.peak")
   q "SELECT format('%s: %s events delivered in %s s (first send to last delivery) -> %s events/s; the whole call %s s -> %s events/s; %s not delivered; backend peak private memory %s MB; latency from release p50 %s, p95 %s',
                    '$label', count(*) FILTER (WHERE x.state = 'delivered'),
                    round(extract(epoch FROM max(x.delivered_at) - min(x.first_attempt_at))::numeric, 2),

@@ -18,24 +18,11 @@ STANDARD_SECONDS=${STANDARD_SECONDS:-120}
 
 . "$(dirname "$0")/lib.sh"
 
-# Run CALL converge.sync(src) in its own session, sampling the backend's
-# private memory (RssAnon: what the backend allocated itself, not shared buffers).
+# Run CALL converge.sync(src) in its own session, sampling its memory.
 sync_measured() {
   local src=$1 out=$2
-  psql -X -q -c "SET converge.sync_time_limit = '30min'" -c "SET converge.bulk_poll_interval = '100ms'" \
-       -c "CALL converge.sync($src)" >"$out.log" 2>&1 &
-  local ppid=$! pid="" peak=0 kb
-  for _ in $(seq 1 200); do
-    pid=$(q "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CALL converge.sync($src)%'") && [ -n "$pid" ] && break
-    sleep 0.05
-  done
-  while kill -0 "$ppid" 2>/dev/null; do
-    kb=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ "${kb:-0}" -gt "$peak" ] && peak=$kb
-    sleep 0.05
-  done
-  wait "$ppid"
-  echo "$peak" >"$out"
+  measure_backend "CALL converge.sync($src)" "$out" \
+    -c "SET converge.sync_time_limit = '30min'" -c "SET converge.bulk_poll_interval = '100ms'"
 }
 
 backfill() {  # backfill STORE ORDERS -> prints a report line

@@ -342,6 +342,27 @@ finish(HttpTransfer *t, CURLcode code)
 				 t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
 }
 
+/* Let libcurl move every transfer on, and mark the ones that ended. */
+static void
+perform(void)
+{
+	int			running;
+	int			queued;
+	CURLMsg    *msg;
+
+	curl_multi_perform(multi, &running);
+	while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+	{
+		HttpTransfer *x;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		for (x = transfers; x != NULL; x = x->next)
+			if (x->easy == msg->easy_handle)
+				finish(x, msg->data.result);
+	}
+}
+
 /*
  * Drive the transfer until at least `want` unconsumed bytes are buffered
  * (0: until it ends).  Returns false once the transfer has ended.
@@ -351,26 +372,12 @@ drive(HttpTransfer *t, size_t want)
 {
 	while (!t->done && (want == 0 || t->len - t->start < want))
 	{
-		int			running;
-		int			queued;
-		CURLMsg    *msg;
-
 		if (t->paused && t->len - t->start < t->pause_at)
 		{
 			t->paused = false;
 			curl_easy_pause(t->easy, CURLPAUSE_CONT);
 		}
-		curl_multi_perform(multi, &running);
-		while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
-		{
-			HttpTransfer *x;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			for (x = transfers; x != NULL; x = x->next)
-				if (x->easy == msg->easy_handle)
-					finish(x, msg->data.result);
-		}
+		perform();
 		if (t->done || (t->paused && t->len - t->start >= t->pause_at) ||
 			(want > 0 && t->len - t->start >= want))
 			break;
@@ -503,26 +510,13 @@ http_async_next(int wait_ms)
 	for (;;)
 	{
 		HttpTransfer *t = finished_async();
-		int			running;
-		int			queued;
-		CURLMsg    *msg;
 		long		left;
 
 		if (t != NULL)
 			return t;
 		if (http_async_running() == 0)
 			return NULL;
-		curl_multi_perform(multi, &running);
-		while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
-		{
-			HttpTransfer *x;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			for (x = transfers; x != NULL; x = x->next)
-				if (x->easy == msg->easy_handle)
-					finish(x, msg->data.result);
-		}
+		perform();
 		if ((t = finished_async()) != NULL)
 			return t;
 		left = (long) ((until - GetCurrentTimestamp()) / 1000);

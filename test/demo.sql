@@ -56,6 +56,12 @@ SELECT converge.create_source('Acme EU Store Backend', 'https://acme-eu.myshopif
 SELECT id, name, store, api_version, upsell_delay, upsell_delay_length, connected_at IS NOT NULL AS connected, has_token
   FROM converge.sources;
 SELECT kind, value FROM converge.exclusion_rules ORDER BY id;
+\echo '== A destination, right away (history is never forwarded): a local receiver that checks the signature'
+SET converge.allow_http_destinations = on;   -- http:// to this machine, for the demo; real ones are https://
+\! $MOCKCTL receiver demo-hook --secret 'whsec_demo_0123456789abcdef' > /dev/null
+\getenv mock MOCK_SHOPIFY_URL
+SELECT converge.create_destination('Local receiver', :'mock' || '/_receiver/demo-hook', 'whsec_demo_0123456789abcdef') AS dest \gset
+SELECT id, name, sources, event_names, batch_size, max_connections, signed FROM converge.destinations;
 
 \echo '== CALL converge.sync(source): the historical sync (one bulk export, streamed into the tables)'
 \timing on
@@ -121,6 +127,16 @@ SELECT event_id, event_name, occurred_at, jsonb_pretty(properties) AS properties
 \echo '== The exclusions that applied (no event for these orders, nor for their refunds)'
 SELECT rule_kind, rule_value, count(*) AS orders, string_agg(order_name, ', ' ORDER BY order_name) FILTER (WHERE order_name > '#1500') AS "new among them"
   FROM converge.excluded_orders GROUP BY 1, 2 ORDER BY 1, 2;
+\echo
+\echo '== Forwarding: CALL converge.deliver() sends the ready events to the destination'
+SELECT event_id, state FROM converge.deliveries ORDER BY queued_at;
+CALL converge.deliver();
+SELECT d.event_id, e.event_name, d.state, d.attempts, d.last_status FROM converge.deliveries d
+  JOIN converge.events e USING (event_id) ORDER BY d.queued_at;
+SELECT name, status, pending, retrying, delivered, dead, latency_p50, latency_p95 FROM converge.delivery_status;
+\echo '== What the receiver got (Idempotency-Key, signature check, envelope)'
+\! $MOCKCTL received demo-hook | python3 -c "import json, sys; [print(r['idempotency_key'], '| signature valid:', r['signature_valid'], '| fresh:', r['signature_fresh'], '|', ' '.join(r['keys'])) for r in map(json.loads, sys.stdin)]"
+
 \echo '== What a new rule would exclude, before adding it: channel marketplace'
 SELECT event_state, count(*) AS orders FROM converge.preview_exclusion(:src, 'channel', 'marketplace') GROUP BY 1;
 

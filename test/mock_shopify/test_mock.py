@@ -1242,3 +1242,54 @@ class TestPerformance(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestReceiver(unittest.TestCase):
+    """The event receivers converge delivers to in its tests."""
+
+    def sign(self, secret, body, t=None):
+        import hashlib
+        import hmac as hm
+        t = int(time.time()) if t is None else t
+        return "t=%d,v1=%s" % (t, hm.new(secret.encode(), b"%d." % t + body, hashlib.sha256).hexdigest())
+
+    def setUp(self):
+        request("POST", "/_mock/receivers", {"name": "r1", "secret": "s3cret"})
+
+    def received(self):
+        return ctl("GET", "/receivers/r1/requests", expect=200)[1]["requests"]
+
+    def test_records_and_checks_signatures(self):
+        body = b'{"event_name":"Placed Order","event_id":"e1"}'
+        st, _, _ = request("POST", "/_receiver/r1", body, {"Converge-Signature": self.sign("s3cret", body),
+                                                           "Idempotency-Key": "e1"})
+        self.assertEqual(st, 200)
+        request("POST", "/_receiver/r1", body, {"Converge-Signature": self.sign("other", body)})
+        request("POST", "/_receiver/r1", body, {"Converge-Signature": self.sign("s3cret", body, t=1000)})
+        got = self.received()
+        self.assertEqual([(r["signature_valid"], r["signature_fresh"]) for r in got],
+                         [(True, True), (False, True), (True, False)])
+        self.assertEqual(got[0]["idempotency_key"], "e1")
+        self.assertEqual(got[0]["keys"], ["event_name", "event_id"])
+
+    def test_faults_in_order(self):
+        request("POST", "/_mock/receivers/r1/faults", {"kind": "http_500"})
+        request("POST", "/_mock/receivers/r1/faults", {"kind": "http_429", "retry_after": "7"})
+        request("POST", "/_mock/receivers/r1/faults", {"kind": "http_400"})
+        st1, _, _ = request("POST", "/_receiver/r1", b"{}")
+        st2, h2, _ = request("POST", "/_receiver/r1", b"{}")
+        st3, _, _ = request("POST", "/_receiver/r1", b"{}")
+        st4, _, _ = request("POST", "/_receiver/r1", b"{}")
+        self.assertEqual((st1, st2, st3, st4), (500, 429, 400, 200))
+        self.assertEqual(h2.getheader("Retry-After"), "7")
+
+    def test_down_resets_connections(self):
+        request("PATCH", "/_mock/receivers/r1", {"down": True})
+        with self.assertRaises((ConnectionError, http.client.HTTPException, OSError)):
+            request("POST", "/_receiver/r1", b"{}")
+        request("PATCH", "/_mock/receivers/r1", {"down": False})
+        self.assertEqual(request("POST", "/_receiver/r1", b"{}")[0], 200)
+
+    def test_unknown_receiver_and_fault(self):
+        self.assertEqual(request("POST", "/_receiver/nobody", b"{}")[0], 404)
+        self.assertEqual(request("POST", "/_mock/receivers/r1/faults", {"kind": "explode"})[0], 400)
