@@ -254,7 +254,8 @@ claim(Run *run, bool *everything)
 		"  ORDER BY l.destination_id, l.first_attempt_at, l.event_id";
 	Oid			types[3] = {INT4OID, INT8OID, INT8ARRAYOID};
 	Datum		args[3];
-	Datum	   *saturated = palloc(sizeof(Datum) * Max(run->ndests, 1));
+	/* freed with the outcomes, at the next flush */
+	Datum	   *saturated = MemoryContextAlloc(run->out_cxt, sizeof(Datum) * Max(run->ndests, 1));
 	int			nsat = 0;
 	int			i;
 	uint64		r;
@@ -267,7 +268,12 @@ claim(Run *run, bool *everything)
 			saturated[nsat++] = Int64GetDatum(run->dests[i]->id);
 	args[0] = Int32GetDatum(CLAIM);
 	args[1] = Int64GetDatum(lease_ms);
-	args[2] = PointerGetDatum(construct_array(saturated, nsat, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	{
+		MemoryContext old = MemoryContextSwitchTo(run->out_cxt);
+
+		args[2] = PointerGetDatum(construct_array(saturated, nsat, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		MemoryContextSwitchTo(old);
+	}
 	if (SPI_execute_with_args(sql, 3, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "converge: could not take the due deliveries");
 
@@ -524,6 +530,8 @@ handle_result(Run *run, HttpTransfer *t)
 	size_t		len;
 	const char *body = http_transfer_body(t, &len);
 
+	MemoryContext old = MemoryContextSwitchTo(run->out_cxt);	/* until the next flush */
+
 	d->inflight--;
 	run->inflight--;
 	d->touched = true;
@@ -535,7 +543,7 @@ handle_result(Run *run, HttpTransfer *t)
 			error = psprintf("HTTP %ld", status);
 		if (res->curl_code == 0 && len > 0)
 			response = printable_response(body, len);
-		d->last_error = MemoryContextStrdup(run->cxt, error);
+		d->last_error = error;
 	}
 
 	for (i = 0; i < req->n; i++)
@@ -569,6 +577,7 @@ handle_result(Run *run, HttpTransfer *t)
 			release_queue(run, d);
 		}
 	}
+	MemoryContextSwitchTo(old);
 	http_transfer_free(t);
 	free_request(req);
 }
@@ -604,6 +613,7 @@ flush(Run *run)
 	Outcomes   *o = &run->out;
 	int			i;
 	int			nd = 0;
+	MemoryContext old = MemoryContextSwitchTo(run->out_cxt);	/* reset below */
 
 	if (o->n > 0)
 	{
@@ -679,6 +689,7 @@ flush(Run *run)
 				elog(ERROR, "converge: could not record the destinations' state");
 		}
 	}
+	MemoryContextSwitchTo(old);
 	commit(run);
 	MemoryContextReset(run->out_cxt);
 	memset(o, 0, sizeof(Outcomes));
