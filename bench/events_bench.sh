@@ -2,7 +2,7 @@
 # Events benchmark (not a test): what event generation adds to the backfill,
 # and how fast converge.release_due_events() releases held events.
 #
-#   bash bench/events_bench.sh [ORDERS] [ROUNDS]      (defaults 100000, 3)
+#   bash bench/events_bench.sh [ORDERS] [ROUNDS]      (defaults 100000, 3; ROUNDS 0: the release only)
 #
 # Backfill: the same store (ORDERS orders, ~3 line items each, ~6 % refunded)
 # is backfilled ROUNDS times with converge.generate_events off and ROUNDS
@@ -39,26 +39,29 @@ backfill() {
   $MOCKCTL delete-store "$store" >/dev/null
 }
 
-log "backfill of $ORDERS orders, events off and on, $ROUNDS rounds (alternating)"
-off=() on=()
-for r in $(seq 1 "$ROUNDS"); do
-  if [ $((r % 2)) -eq 1 ]; then
-    a=$(backfill "ev-off-$r" off); b=$(backfill "ev-on-$r" on)
-  else
-    b=$(backfill "ev-on-$r" on); a=$(backfill "ev-off-$r" off)
-  fi
-  echo "  round $r: events off: load ${a%% *} s (end to end $(echo "$a" | cut -d' ' -f2) s), events on: load ${b%% *} s (end to end $(echo "$b" | cut -d' ' -f2) s), $(echo "$b" | cut -d' ' -f3) events"
-  off+=("$a"); on+=("$b")
-done
-psql -X -q -c "ALTER DATABASE bench RESET converge.generate_events"
-median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-off_load=$(printf '%s\n' "${off[@]}" | cut -d' ' -f1 | median)
-on_load=$(printf '%s\n' "${on[@]}" | cut -d' ' -f1 | median)
-off_e2e=$(printf '%s\n' "${off[@]}" | cut -d' ' -f2 | median)
-on_e2e=$(printf '%s\n' "${on[@]}" | cut -d' ' -f2 | median)
-awk -v a="$off_load" -v b="$on_load" -v c="$off_e2e" -v d="$on_e2e" -v n="$ORDERS" 'BEGIN {
-  printf "backfill, median of the rounds: load phase %.2f s without events, %.2f s with (+%.0f %%, %d orders/s); end to end %.2f s -> %.2f s (+%.0f %%)\n",
-         a, b, 100 * (b - a) / a, n / b, c, d, 100 * (d - c) / c }'
+if [ "$ROUNDS" -gt 0 ]; then
+  log "backfill of $ORDERS orders, events off and on, $ROUNDS rounds (alternating)"
+  off=() on=()
+  for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then
+      a=$(backfill "ev-off-$r" off); b=$(backfill "ev-on-$r" on)
+    else
+      b=$(backfill "ev-on-$r" on); a=$(backfill "ev-off-$r" off)
+    fi
+    echo "  round $r: events off: load ${a%% *} s (end to end $(echo "$a" | cut -d' ' -f2) s), events on: load ${b%% *} s (end to end $(echo "$b" | cut -d' ' -f2) s), $(echo "$b" | cut -d' ' -f3) events"
+    off+=("$a"); on+=("$b")
+  done
+  psql -X -q -c "ALTER DATABASE bench RESET converge.generate_events"
+  median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+  off_load=$(printf '%s\n' "${off[@]}" | cut -d' ' -f1 | median)
+  on_load=$(printf '%s\n' "${on[@]}" | cut -d' ' -f1 | median)
+  off_e2e=$(printf '%s\n' "${off[@]}" | cut -d' ' -f2 | median)
+  on_e2e=$(printf '%s\n' "${on[@]}" | cut -d' ' -f2 | median)
+  awk -v a="$off_load" -v b="$on_load" -v c="$off_e2e" -v d="$on_e2e" -v n="$ORDERS" 'BEGIN {
+    printf "backfill, median of the rounds: load phase %.2f s without events, %.2f s with (+%.0f %%, %d orders/s); end to end %.2f s -> %.2f s (+%.0f %%)\n",
+           a, b, 100 * (b - a) / a, n / b, c, d, 100 * (d - c) / c }'
+
+fi
 
 log "release: $ORDERS held Placed Orders, all due"
 $MOCKCTL create-store ev-release --orders "$ORDERS" --seed 43 --big-order-every 0 \

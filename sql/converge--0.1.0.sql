@@ -797,6 +797,10 @@ SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE n bigint;
 BEGIN
+  -- no rule, nothing to drop (refunds held with a dropped order are dropped with it)
+  IF NOT EXISTS (SELECT 1 FROM converge.exclusion_rules r WHERE source IS NULL OR r.source_id = source) THEN
+    RETURN 0;
+  END IF;
   UPDATE converge.events e
      SET state = 'dropped', release_at = NULL,
          dropped_reason = format('excluded by the %s rule%s', x.rule_kind, ' "' || x.rule_value || '"')
@@ -975,7 +979,7 @@ END $$;
 CREATE FUNCTION converge.release_due_events(as_of timestamptz DEFAULT now())
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
-SET enable_hashjoin = off SET enable_mergejoin = off
+-- (a set-based pass over all due events: the planner's joins are right here)
 AS $$
 DECLARE
   n bigint;
@@ -1218,7 +1222,14 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET jit = off
 AS $$
 DECLARE n bigint;
 BEGIN
-  IF event_ids IS NULL OR NOT EXISTS (SELECT 1 FROM converge.destination_settings) THEN
+  IF event_ids IS NULL THEN
+    RETURN 0;
+  END IF;
+  -- waits for a destination being created (it locks the table against this
+  -- mode first): its created_at is then either before these releases, and it
+  -- is seen here, or after them, and it rightly gets none of them
+  LOCK TABLE converge.destination_settings IN SHARE MODE;
+  IF NOT EXISTS (SELECT 1 FROM converge.destination_settings) THEN
     RETURN 0;
   END IF;
   INSERT INTO converge.deliveries (destination_id, event_id, queued_at, next_attempt_at)
@@ -1279,6 +1290,7 @@ DECLARE
   clean_url text := converge.destination_url(url);
   new_id bigint;
 BEGIN
+  LOCK TABLE converge.destination_settings IN SHARE ROW EXCLUSIVE MODE;   -- see _queue_deliveries
   IF coalesce(btrim(name), '') = '' THEN
     RAISE EXCEPTION 'a destination needs a name' USING ERRCODE = 'invalid_parameter_value';
   END IF;
@@ -1412,13 +1424,15 @@ COMMENT ON PROCEDURE converge.deliver(boolean) IS
   'Send the due deliveries concurrently, committing as it goes, until none is due (linger: until converge.delivery_time_limit, looking for new ones every second); pg_cron runs CALL converge.deliver(linger => true) every minute';
 
 CREATE VIEW converge.destinations AS
-SELECT d.id, d.name, d.url, d.sources, d.event_names, d.batch_size, d.max_connections, d.paused,
+SELECT d.id, d.name,
+       -- a query string may carry a token: shown masked
+       regexp_replace(d.url, '\?.*$', '?...') AS url, d.sources, d.event_names, d.batch_size, d.max_connections, d.paused,
        st.circuit_open_until > now() AS circuit_open, st.circuit_open_until, st.consecutive_failures,
        k.secret IS NOT NULL AS signed, d.created_at
   FROM converge.destination_settings d
   LEFT JOIN converge.destination_state st ON st.destination_id = d.id
   LEFT JOIN converge.destination_secrets k ON k.destination_id = d.id;
-COMMENT ON VIEW converge.destinations IS 'Every destination with its settings and circuit breaker; never its secret';
+COMMENT ON VIEW converge.destinations IS 'Every destination with its settings and circuit breaker; never its secret (nor the query string of its URL)';
 
 CREATE VIEW converge.delivery_status AS
 SELECT d.id AS destination_id, d.name,

@@ -30,6 +30,9 @@ SELECT converge.destination_url('not a url');
 SELECT converge.destination_url('http://127.0.0.1:9/x');
 SET converge.allow_http_destinations = on;
 SELECT converge.destination_url('http://127.0.0.1:9/x');
+SELECT converge.destination_url('http://127.attacker.example/x');
+SELECT converge.destination_url('http://127.0.0.1.nip.io/x');
+SELECT converge.destination_url('https://user@hooks.example.com/?token=SECRET');
 \set VERBOSITY terse
 
 -- Two stores; the first with the upsell delay and an exclusion rule.
@@ -159,6 +162,11 @@ SELECT converge.create_destination('Sneaky', 'https://x.example.com/');
 RESET ROLE;
 REVOKE ALL ON ALL TABLES IN SCHEMA converge FROM converge_reader;
 DROP ROLE converge_reader;
+
+-- deliver() commits as it goes: not inside a transaction block.
+BEGIN;
+CALL converge.deliver();
+ROLLBACK;
 
 -- Changing and dropping.
 SELECT converge.alter_destination(:d_batched, batch_size => 10, event_names => '{Placed Order}');

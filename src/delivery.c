@@ -41,7 +41,6 @@
 #include "converge.h"
 #include "destinations.h"
 #include "http.h"
-#include "sync.h"
 
 PG_FUNCTION_INFO_V1(converge_deliver);
 
@@ -70,7 +69,11 @@ typedef struct Dest
 	int			batch_size;
 	int			max_conn;
 	int			failures;		/* in a row, as stored and since */
-	bool		open;			/* its circuit opened during this run */
+	int			fail_delta;		/* failures to add to the stored count at the next flush ... */
+	bool		succeeded;		/* ... or to set it to, after a success since the last flush */
+	TimestampTz open_until;		/* its circuit opened during this run: no sends until then */
+	bool		opened;			/* ... and that is not written yet */
+	bool		usable;			/* exists, not paused, its URL still allowed */
 	bool		touched;
 	TimestampTz last_success;
 	char	   *last_error;
@@ -123,10 +126,16 @@ typedef struct Run
 	int64		failed;
 } Run;
 
+/*
+ * Without JIT (see sync_transaction_settings), and with synchronous commit
+ * as configured: a lease that is durable makes durable every event it covers
+ * (WAL is flushed in order), so nothing is sent that a crash could take back.
+ */
 static void
 begin_transaction_settings(Run *run)
 {
-	sync_transaction_settings();
+	if (SPI_execute("SET LOCAL jit TO off", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "converge: could not set the delivery's transaction settings");
 }
 
 static void
@@ -135,6 +144,8 @@ commit(Run *run)
 	converge_commit_if(run->nonatomic);
 	begin_transaction_settings(run);
 }
+
+static void release_queue(Run *run, Dest *d);
 
 static Dest *
 find_dest(Run *run, int64 id)
@@ -163,11 +174,16 @@ load_destinations(Run *run)
 	MemoryContext old;
 	uint64		i;
 
-	if (SPI_execute("SELECT d.id, d.url, k.secret, d.batch_size, d.max_connections, st.consecutive_failures "
+	int			j;
+
+	if (SPI_execute("SELECT d.id, d.url, k.secret, d.batch_size, d.max_connections, st.consecutive_failures, d.paused "
 					"FROM converge.destination_settings d "
 					"JOIN converge.destination_state st ON st.destination_id = d.id "
-					"LEFT JOIN converge.destination_secrets k ON k.destination_id = d.id", true, 0) != SPI_OK_SELECT)
+					"LEFT JOIN converge.destination_secrets k ON k.destination_id = d.id", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "converge: could not read the destinations");
+	/* dropped ones are not listed: they are unusable */
+	for (j = 0; j < run->ndests; j++)
+		run->dests[j]->usable = false;
 	old = MemoryContextSwitchTo(run->cxt);
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -197,9 +213,28 @@ load_destinations(Run *run)
 		d->secret = text_or_null(row, desc, 3);
 		d->batch_size = DatumGetInt32(SPI_getbinval(row, desc, 4, &isnull));
 		d->max_conn = DatumGetInt32(SPI_getbinval(row, desc, 5, &isnull));
+		d->usable = !DatumGetBool(SPI_getbinval(row, desc, 7, &isnull));
+		if (d->usable)
+		{
+			char	   *normal;
+			const char *hint;
+			const char *problem = converge_destination_url_problem(d->url, &normal, &hint);
+
+			/* allowed when it was set, perhaps not now (converge.allow_http_destinations) */
+			if (problem != NULL)
+			{
+				d->usable = false;
+				d->touched = true;
+				d->last_error = MemoryContextStrdup(run->out_cxt, psprintf("URL refused: %s", problem));
+			}
+		}
 	}
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
+	/* what was taken for a destination paused, dropped or refused since goes back */
+	for (j = 0; j < run->ndests; j++)
+		if (!run->dests[j]->usable && run->dests[j]->qlen > 0)
+			release_queue(run, run->dests[j]);
 }
 
 static void
@@ -241,8 +276,7 @@ claim(Run *run, bool *everything)
 		"     AND x.destination_id <> ALL ($3)"
 		"   ORDER BY x.next_attempt_at LIMIT $1 FOR UPDATE OF x SKIP LOCKED),"
 		" leased AS ("
-		"  UPDATE converge.deliveries x SET leased_until = clock_timestamp() + $2 * interval '1 millisecond',"
-		"         first_attempt_at = coalesce(x.first_attempt_at, clock_timestamp())"
+		"  UPDATE converge.deliveries x SET leased_until = clock_timestamp() + $2 * interval '1 millisecond'"
 		"    FROM due WHERE x.destination_id = due.destination_id AND x.event_id = due.event_id"
 		"  RETURNING x.destination_id, x.event_id, x.attempts, x.first_attempt_at)"
 		" SELECT l.destination_id, l.event_id, l.attempts, l.first_attempt_at,"
@@ -254,24 +288,36 @@ claim(Run *run, bool *everything)
 		"  ORDER BY l.destination_id, l.first_attempt_at, l.event_id";
 	Oid			types[3] = {INT4OID, INT8OID, INT8ARRAYOID};
 	Datum		args[3];
-	/* freed with the outcomes, at the next flush */
-	Datum	   *saturated = MemoryContextAlloc(run->out_cxt, sizeof(Datum) * Max(run->ndests, 1));
+	Datum	   *excluded;
+	int			nexcl = 0;
 	int			nsat = 0;
 	int			i;
 	uint64		r;
 	int			lease_ms = converge_delivery_time_limit_ms + 2 * converge_delivery_timeout_ms + 5000;
 
 	load_destinations(run);
+	/* freed with the outcomes, at the next flush */
+	excluded = MemoryContextAlloc(run->out_cxt, sizeof(Datum) * Max(run->ndests, 1));
 	for (i = 0; i < run->ndests; i++)
-		if (run->dests[i]->qlen + run->dests[i]->inflight * run->dests[i]->batch_size >= DEST_CAP ||
-			run->dests[i]->open)
-			saturated[nsat++] = Int64GetDatum(run->dests[i]->id);
+	{
+		Dest	   *d = run->dests[i];
+
+		if (d->open_until != 0 && GetCurrentTimestamp() >= d->open_until)
+			d->open_until = 0;	/* cooled down: try it again */
+		if (!d->usable || d->open_until != 0)
+			excluded[nexcl++] = Int64GetDatum(d->id);
+		else if (d->qlen + d->inflight * d->batch_size >= DEST_CAP)
+		{
+			excluded[nexcl++] = Int64GetDatum(d->id);
+			nsat++;
+		}
+	}
 	args[0] = Int32GetDatum(CLAIM);
 	args[1] = Int64GetDatum(lease_ms);
 	{
 		MemoryContext old = MemoryContextSwitchTo(run->out_cxt);
 
-		args[2] = PointerGetDatum(construct_array(saturated, nsat, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[2] = PointerGetDatum(construct_array(excluded, nexcl, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		MemoryContextSwitchTo(old);
 	}
 	if (SPI_execute_with_args(sql, 3, types, args, NULL, false, 0) != SPI_OK_SELECT)
@@ -283,12 +329,19 @@ claim(Run *run, bool *everything)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		Dest	   *d = find_dest(run, DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull)));
-		MemoryContext old = MemoryContextSwitchTo(run->cxt);
-		Delivery	   *item = palloc(sizeof(Delivery));
+		MemoryContext old;
+		Delivery   *item;
+
+		if (d == NULL)
+			continue;			/* created after the list was read: its lease expires, the next run sends it */
+		old = MemoryContextSwitchTo(run->cxt);
+		item = palloc(sizeof(Delivery));
 
 		item->event_id = text_or_null(row, desc, 2);
 		item->attempts = DatumGetInt32(SPI_getbinval(row, desc, 3, &isnull));
 		item->first_attempt = DatumGetTimestampTz(SPI_getbinval(row, desc, 4, &isnull));
+		if (isnull)
+			item->first_attempt = 0;	/* this will be the first */
 		item->body = text_or_null(row, desc, 5);
 		item->body_len = strlen(item->body);
 		enqueue(d, item);
@@ -395,7 +448,7 @@ start_requests(Run *run)
 	{
 		Dest	   *d = run->dests[i];
 
-		while (!d->open && d->qlen > 0 && d->inflight < d->max_conn)
+		while (d->usable && d->open_until == 0 && d->qlen > 0 && d->inflight < d->max_conn)
 			send_request(run, d);
 	}
 }
@@ -552,7 +605,8 @@ handle_result(Run *run, HttpTransfer *t)
 
 		if (ok)
 			add_outcome(run, d, item, "delivered", 0, status, NULL, NULL, now);
-		else if (retry && now - item->first_attempt < (int64) converge_delivery_max_age_s * USECS_PER_SEC)
+		else if (retry && (item->first_attempt == 0 ||
+						   now - item->first_attempt < (int64) converge_delivery_max_age_s * USECS_PER_SEC))
 			add_outcome(run, d, item, "retrying", next_attempt(item->attempts, res->retry_after, now),
 						status, error, response, now);
 		else if (retry)
@@ -564,6 +618,8 @@ handle_result(Run *run, HttpTransfer *t)
 	if (ok)
 	{
 		d->failures = 0;
+		d->fail_delta = 0;
+		d->succeeded = true;
 		d->last_success = now;
 		run->delivered += req->n;
 	}
@@ -571,10 +627,15 @@ handle_result(Run *run, HttpTransfer *t)
 	{
 		run->failed += req->n;
 		/* the endpoint answered: a refusal is the request's fault, not the endpoint's health */
-		if (retry && ++d->failures >= converge_circuit_breaker_failures && !d->open)
+		if (retry)
 		{
-			d->open = true;
-			release_queue(run, d);
+			d->fail_delta++;
+			if (++d->failures >= converge_circuit_breaker_failures && d->open_until == 0)
+			{
+				d->open_until = TimestampTzPlusMilliseconds(now, converge_circuit_breaker_cooldown_ms);
+				d->opened = true;
+				release_queue(run, d);
+			}
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -596,19 +657,21 @@ flush(Run *run)
 		"       last_status = CASE WHEN r.state = 'unsent' THEN x.last_status ELSE r.status END,"
 		"       last_error = CASE WHEN r.state = 'unsent' THEN x.last_error ELSE r.error END,"
 		"       last_response = CASE WHEN r.state = 'unsent' THEN x.last_response ELSE r.response END,"
-		"       delivered_at = CASE WHEN r.state = 'delivered' THEN r.at END"
+		"       delivered_at = CASE WHEN r.state = 'delivered' THEN r.at END,"
+		"       first_attempt_at = CASE WHEN r.state = 'unsent' THEN x.first_attempt_at"
+		"                               ELSE coalesce(x.first_attempt_at, r.at) END"
 		"  FROM r WHERE x.destination_id = r.d AND x.event_id = r.e";
 	static const char *state_sql =
 		"UPDATE converge.destination_state s"
-		"   SET consecutive_failures = r.failures,"
-		"       circuit_open_until = CASE WHEN r.open THEN clock_timestamp() + $6 * interval '1 millisecond'"
-		"                                 WHEN r.failures = 0 THEN NULL ELSE s.circuit_open_until END,"
+		"   SET consecutive_failures = CASE WHEN r.reset THEN r.failures ELSE s.consecutive_failures + r.failures END,"
+		"       circuit_open_until = CASE WHEN r.opened THEN clock_timestamp() + $6 * interval '1 millisecond'"
+		"                                 WHEN r.reset AND r.failures = 0 THEN NULL ELSE s.circuit_open_until END,"
 		"       last_success_at = coalesce(r.success, s.last_success_at),"
 		"       last_error = coalesce(r.error, s.last_error),"
 		"       last_error_at = CASE WHEN r.error IS NOT NULL AND r.error IS DISTINCT FROM s.last_error"
 		"                            THEN clock_timestamp() ELSE s.last_error_at END"
-		"  FROM unnest($1::bigint[], $2::int[], $3::boolean[], $4::timestamptz[], $5::text[])"
-		"       AS r(d, failures, open, success, error)"
+		"  FROM unnest($1::bigint[], $2::int[], $3::boolean[], $4::timestamptz[], $5::text[], $7::boolean[])"
+		"       AS r(d, failures, opened, success, error, reset)"
 		" WHERE s.destination_id = r.d";
 	Outcomes   *o = &run->out;
 	int			i;
@@ -650,6 +713,7 @@ flush(Run *run)
 		bool	   *success_null = palloc(sizeof(bool) * Max(run->ndests, 1));
 		Datum	   *error = palloc(sizeof(Datum) * Max(run->ndests, 1));
 		bool	   *error_null = palloc(sizeof(bool) * Max(run->ndests, 1));
+		Datum	   *reset = palloc(sizeof(Datum) * Max(run->ndests, 1));
 
 		for (i = 0; i < run->ndests; i++)
 		{
@@ -658,8 +722,9 @@ flush(Run *run)
 			if (!d->touched)
 				continue;
 			ids[nd] = Int64GetDatum(d->id);
-			failures[nd] = Int32GetDatum(d->failures);
-			open[nd] = BoolGetDatum(d->open);
+			failures[nd] = Int32GetDatum(d->fail_delta);
+			reset[nd] = BoolGetDatum(d->succeeded);
+			open[nd] = BoolGetDatum(d->opened);
 			success[nd] = TimestampTzGetDatum(d->last_success);
 			success_null[nd] = d->last_success == 0;
 			error[nd] = d->last_error ? CStringGetTextDatum(d->last_error) : (Datum) 0;
@@ -667,13 +732,16 @@ flush(Run *run)
 			d->touched = false;
 			d->last_success = 0;
 			d->last_error = NULL;
+			d->fail_delta = 0;
+			d->succeeded = false;
+			d->opened = false;
 			nd++;
 		}
 		if (nd > 0)
 		{
-			Oid			types[6] = {INT8ARRAYOID, INT4ARRAYOID, BOOLARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
-			INT8OID};
-			Datum		args[6];
+			Oid			types[7] = {INT8ARRAYOID, INT4ARRAYOID, BOOLARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+			INT8OID, BOOLARRAYOID};
+			Datum		args[7];
 			int			dims[1] = {nd};
 			int			lbs[1] = {1};
 
@@ -685,7 +753,8 @@ flush(Run *run)
 			args[4] = PointerGetDatum(construct_md_array(error, error_null, 1, dims, lbs, TEXTOID, -1, false,
 														 TYPALIGN_INT));
 			args[5] = Int64GetDatum((int64) converge_circuit_breaker_cooldown_ms);
-			if (SPI_execute_with_args(state_sql, 6, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			args[6] = PointerGetDatum(construct_array(reset, nd, BOOLOID, 1, true, TYPALIGN_CHAR));
+			if (SPI_execute_with_args(state_sql, 7, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "converge: could not record the destinations' state");
 		}
 	}
@@ -802,7 +871,13 @@ converge_deliver(PG_FUNCTION_ARGS)
 	bool		linger = !PG_ARGISNULL(0) && PG_GETARG_BOOL(0);
 	Run		   *run;
 
-	if (SPI_connect_ext(converge_is_nonatomic(fcinfo) ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
+	if (!converge_is_nonatomic(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("converge.deliver() must commit as it goes"),
+				 errdetail("It was called inside a transaction block or a function."),
+				 errhint("Run CALL converge.deliver() on its own (autocommit), or from a procedure called that way.")));
+	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	run = MemoryContextAllocZero(TopMemoryContext, sizeof(Run));
 	run->nonatomic = converge_is_nonatomic(fcinfo);

@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 
 #include "fmgr.h"
@@ -28,25 +29,36 @@
 
 PG_FUNCTION_INFO_V1(converge_destination_url_sql);
 
+/* A numeric loopback address (127.0.0.0/8, ::1) or localhost: never a name DNS could point elsewhere. */
 static bool
 is_loopback(const char *host)
 {
-	return pg_strcasecmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
-		strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
+	struct in_addr v4;
+
+	if (pg_strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0)
+		return true;
+	return inet_pton(AF_INET, host, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 static void
 refuse(const char *url, const char *detail, const char *hint)
 {
+	/* a query string may carry a token: it stays out of messages and logs */
+	char	   *shown = pnstrdup(url, strcspn(url, "?"));
+
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid destination URL \"%s\"", url),
+			 errmsg("invalid destination URL \"%s%s\"", shown, strchr(url, '?') ? "?..." : ""),
 			 errdetail("%s", detail),
 			 errhint("%s", hint)));
 }
 
-char *
-converge_destination_url(const char *url)
+/*
+ * What is wrong with a destination URL (NULL: nothing; *normal is then the
+ * URL as libcurl writes it back), and a hint.
+ */
+const char *
+converge_destination_url_problem(const char *url, char **normal_out, const char **hint_out)
 {
 	CURLU	   *u;
 	char	   *scheme = NULL;
@@ -54,12 +66,15 @@ converge_destination_url(const char *url)
 	char	   *user = NULL;
 	char	   *fragment = NULL;
 	char	   *normal = NULL;
-	char	   *result;
 	const char *problem = NULL;
 	const char *hint = "Use an https:// URL, for example https://hooks.example.com/converge.";
 
 	if (strlen(url) > 2048 || strpbrk(url, " \t\r\n") != NULL)
-		refuse(url, "The URL is longer than 2048 characters or contains white space.", hint);
+	{
+		*normal_out = NULL;
+		*hint_out = hint;
+		return "The URL is longer than 2048 characters or contains white space.";
+	}
 	u = curl_url();
 	if (u == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
@@ -88,16 +103,27 @@ converge_destination_url(const char *url)
 	if (problem == NULL && curl_url_get(u, CURLUPART_URL, &normal, 0) != CURLUE_OK)
 		problem = "It cannot be written back as a URL.";
 
-	result = problem == NULL ? pstrdup(normal) : NULL;
+	*normal_out = problem == NULL ? pstrdup(normal) : NULL;
+	*hint_out = hint;
 	curl_free(scheme);
 	curl_free(host);
 	curl_free(user);
 	curl_free(fragment);
 	curl_free(normal);
 	curl_url_cleanup(u);
+	return problem;
+}
+
+char *
+converge_destination_url(const char *url)
+{
+	char	   *normal;
+	const char *hint;
+	const char *problem = converge_destination_url_problem(url, &normal, &hint);
+
 	if (problem != NULL)
 		refuse(url, problem, hint);
-	return result;
+	return normal;
 }
 
 Datum

@@ -210,6 +210,7 @@ generate_events(Datum *args, bool *isnull)
 		nulls[i] = isnull[i] ? 'n' : ' ';
 	if (SPI_execute_plan(events_plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "converge: event generation failed");
+	SPI_freetuptable(SPI_tuptable);
 }
 
 /* ---- collecting rows ---- */
@@ -640,8 +641,9 @@ ingest_flush(IngestBatch *b)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "converge: batch statement failed: %s", SPI_result_code_string(rc));
 	{
-		HeapTuple	row = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SPITupleTable *result = SPI_tuptable;	/* the next statement replaces SPI_tuptable */
+		HeapTuple	row = result->vals[0];
+		TupleDesc	desc = result->tupdesc;
 		int64		orders = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
 		Datum		changed[4];
 		bool		changed_null[4];
@@ -655,7 +657,7 @@ ingest_flush(IngestBatch *b)
 		/* in this transaction: the events exist exactly when their orders do */
 		if (orders > 0 && converge_generate_events)
 			generate_events(changed, changed_null);
-		SPI_freetuptable(SPI_tuptable);
+		SPI_freetuptable(result);
 	}
 
 	MemoryContextSwitchTo(old);
