@@ -759,6 +759,9 @@ flush(Run *run)
 		}
 	}
 	MemoryContextSwitchTo(old);
+	/* an outcome lost in a crash means a resend, which at-least-once allows: no need to wait for the disk */
+	if (SPI_execute("SET LOCAL synchronous_commit TO off", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "converge: could not set synchronous_commit");
 	commit(run);
 	MemoryContextReset(run->out_cxt);
 	memset(o, 0, sizeof(Outcomes));
