@@ -163,6 +163,16 @@ RESET ROLE;
 REVOKE ALL ON ALL TABLES IN SCHEMA converge FROM converge_reader;
 DROP ROLE converge_reader;
 
+-- A stored http:// URL is checked again at send time: with the setting off, nothing goes.
+SET converge.allow_http_destinations = off;
+\! $MOCKCTL add-order dst-b > /dev/null
+CALL converge.sync(:b);
+CALL converge.deliver();
+SELECT name, pending, last_error FROM converge.delivery_status WHERE destination_id = :d_b;
+SET converge.allow_http_destinations = on;
+CALL deliver_until_settled();
+SELECT name, pending, delivered FROM converge.delivery_status WHERE destination_id = :d_b;
+
 -- deliver() commits as it goes: not inside a transaction block.
 BEGIN;
 CALL converge.deliver();

@@ -58,6 +58,7 @@ extern const char *converge_sales_channel(bool have_source, int64 source_id,
 /* Procedures that commit as they go (sync.c) */
 extern bool converge_is_nonatomic(FunctionCallInfo fcinfo);
 extern void converge_commit_if(bool nonatomic);
+extern void converge_transaction_settings(bool async_commit);
 
 /* An SPI text parameter that may be NULL. */
 static inline Datum

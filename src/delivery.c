@@ -116,33 +116,23 @@ typedef struct Run
 {
 	MemoryContext cxt;			/* destinations, and items until they are done */
 	MemoryContext out_cxt;		/* outcomes until they are written */
-	bool		nonatomic;
 	Dest	  **dests;
 	int			ndests;
 	Outcomes	out;
 	int			queued;
 	int			inflight;
-	int64		delivered;
-	int64		failed;
 } Run;
 
 /*
- * Without JIT (see sync_transaction_settings), and with synchronous commit
- * as configured: a lease that is durable makes durable every event it covers
- * (WAL is flushed in order), so nothing is sent that a crash could take back.
+ * The next transaction commits with synchronous commit as configured: a
+ * lease that is durable makes durable every event it covers (WAL is flushed
+ * in order), so nothing is sent that a crash could take back.
  */
 static void
-begin_transaction_settings(Run *run)
+commit(void)
 {
-	if (SPI_execute("SET LOCAL jit TO off", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "converge: could not set the delivery's transaction settings");
-}
-
-static void
-commit(Run *run)
-{
-	converge_commit_if(run->nonatomic);
-	begin_transaction_settings(run);
+	converge_commit_if(true);
+	converge_transaction_settings(false);
 }
 
 static void release_queue(Run *run, Dest *d);
@@ -350,7 +340,7 @@ claim(Run *run, bool *everything)
 	}
 	i = (int) SPI_processed;
 	SPI_freetuptable(SPI_tuptable);
-	commit(run);
+	commit();
 	/* nothing left out: fewer than asked for means nothing more is due */
 	*everything = nsat == 0 && i < CLAIM;
 	return i;
@@ -621,11 +611,9 @@ handle_result(Run *run, HttpTransfer *t)
 		d->fail_delta = 0;
 		d->succeeded = true;
 		d->last_success = now;
-		run->delivered += req->n;
 	}
 	else
 	{
-		run->failed += req->n;
 		/* the endpoint answered: a refusal is the request's fault, not the endpoint's health */
 		if (retry)
 		{
@@ -760,9 +748,8 @@ flush(Run *run)
 	}
 	MemoryContextSwitchTo(old);
 	/* an outcome lost in a crash means a resend, which at-least-once allows: no need to wait for the disk */
-	if (SPI_execute("SET LOCAL synchronous_commit TO off", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "converge: could not set synchronous_commit");
-	commit(run);
+	converge_transaction_settings(true);
+	commit();
 	MemoryContextReset(run->out_cxt);
 	memset(o, 0, sizeof(Outcomes));
 }
@@ -778,7 +765,7 @@ prune(Run *run)
 							  "AND delivered_at < now() - make_interval(days => $1) LIMIT 10000))",
 							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "converge: could not prune old deliveries");
-	commit(run);
+	commit();
 }
 
 static void
@@ -883,12 +870,11 @@ converge_deliver(PG_FUNCTION_ARGS)
 	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	run = MemoryContextAllocZero(TopMemoryContext, sizeof(Run));
-	run->nonatomic = converge_is_nonatomic(fcinfo);
 	run->cxt = AllocSetContextCreate(TopMemoryContext, "converge delivery", ALLOCSET_DEFAULT_SIZES);
 	run->out_cxt = AllocSetContextCreate(run->cxt, "converge delivery outcomes", ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
-		begin_transaction_settings(run);
+		converge_transaction_settings(false);
 		run_deliveries(run, linger);
 	}
 	PG_FINALLY();

@@ -476,7 +476,7 @@ http_async_start(const HttpRequest *req)
 	return t;
 }
 
-int
+static int
 http_async_running(void)
 {
 	HttpTransfer *t;

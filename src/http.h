@@ -57,7 +57,6 @@ extern void http_stream_end(HttpTransfer *t);
  */
 extern HttpTransfer *http_async_start(const HttpRequest *req);
 extern HttpTransfer *http_async_next(int wait_ms);
-extern int	http_async_running(void);
 extern const HttpResult *http_transfer_result(HttpTransfer *t);
 extern const char *http_transfer_body(HttpTransfer *t, size_t *len);
 extern void *http_transfer_tag(HttpTransfer *t);

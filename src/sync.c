@@ -68,21 +68,29 @@ exec_update(const char *sql, int nargs, Oid *types, Datum *values, const char *n
 }
 
 /*
- * For the transaction that starts: commit without waiting for the WAL flush.
- * A crash can then lose the last moments of work, but never half of it: rows
- * and the offset or cursor that covers them are lost together, and the next
- * pass reads them again.  Nothing is skipped or stored twice.
- *
- * No JIT: the sync's statements touch a batch of rows each, and compiling
- * them (hundreds of milliseconds, again for every batch) costs far more than
- * it saves.
+ * For the transaction that starts, without JIT: converge's statements touch a
+ * batch of rows each, and compiling them (hundreds of milliseconds, again for
+ * every batch) costs far more than it saves.  async_commit: commit without
+ * waiting for the WAL flush.
+ */
+void
+converge_transaction_settings(bool async_commit)
+{
+	if (SPI_execute("SET LOCAL jit TO off", false, 0) != SPI_OK_UTILITY ||
+		(async_commit && SPI_execute("SET LOCAL synchronous_commit TO off", false, 0) != SPI_OK_UTILITY))
+		elog(ERROR, "converge: could not set the transaction's settings");
+}
+
+/*
+ * The sync commits asynchronously.  A crash can then lose the last moments
+ * of work, but never half of it: rows and the offset or cursor that covers
+ * them are lost together, and the next pass reads them again.  Nothing is
+ * skipped or stored twice.
  */
 void
 sync_transaction_settings(void)
 {
-	if (SPI_execute("SET LOCAL synchronous_commit TO off", false, 0) != SPI_OK_UTILITY ||
-		SPI_execute("SET LOCAL jit TO off", false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "converge: could not set the sync's transaction settings");
+	converge_transaction_settings(true);
 }
 
 /* Record an error on the source without aborting anything. */
